@@ -1,0 +1,135 @@
+"""The recorded data every credit module reads: `Step`, `Trajectory`, `TrajectoryGroup`.
+
+Plain dataclasses, no torch: token ids and log-probs are lists or numpy arrays. A group holds the
+G trajectories of one task instance (same task, same seed). `Step.state_key` is the key of the
+state the action was taken in: from `reset`'s info at t = 0, then from the previous step's info.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from credit.graph import TrajectoryGraph
+
+#: Subtracted from a step's reward when its action was invalid (ALGORITHMS.md).
+DEFAULT_INVALID_PENALTY = 0.1
+
+
+@dataclass
+class Step:
+    """One agent turn: the state it saw, what it did, and what came back."""
+
+    state_key: str
+    action: str
+    reward: float
+    valid: bool = True
+    next_state_key: str = ""
+    observation: str = ""
+    #: Raw model output (the parsed `action` is what the env received).
+    text: str = ""
+    terminated: bool = False
+    truncated: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    # Token-level record of an LLM step (None for tabular agents).
+    prompt_ids: Sequence[int] | None = None
+    response_ids: Sequence[int] | None = None
+    #: Log-probs of `response_ids` under the sampling policy (the generation backend).
+    sampler_logprobs: Sequence[float] | None = None
+    #: Character or token spans of the response parts (HiPER: switch / subgoal / action).
+    spans: dict[str, Any] | None = None
+    # Fields filled on demand by the trainer before a credit module that `needs` them runs.
+    #: Per-token entropies of the response under the old policy (EMPG).
+    entropies: np.ndarray | None = None
+    #: Value estimates, by head name (PPO: {"v": ...}; HiPER: {"high", "low", "term"}).
+    values: dict[str, float] | None = None
+    #: Mean log-prob of the ground-truth answer before and after this turn (IGPO).
+    answer_logprob_before: float | None = None
+    answer_logprob_after: float | None = None
+    #: Free-form extras (e.g. HiPER's parsed switch/subgoal).
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def penalized_reward(self, invalid_penalty: float = DEFAULT_INVALID_PENALTY) -> float:
+        """r_t as ALGORITHMS.md defines it: the env reward minus the invalid-action penalty."""
+        return float(self.reward) - (0.0 if self.valid else invalid_penalty)
+
+
+@dataclass
+class Trajectory:
+    """One episode of one task; its steps in order."""
+
+    steps: list[Step] = field(default_factory=list)
+    task_id: str = ""
+    seed: int | None = None
+    won: bool = False
+    task_type: str = "default"
+    #: Set when an infrastructure error ended the episode (it is then never trained on).
+    error: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def rewards(self, invalid_penalty: float = DEFAULT_INVALID_PENALTY) -> np.ndarray:
+        return np.array([s.penalized_reward(invalid_penalty) for s in self.steps], dtype=np.float64)
+
+    def episode_return(self, invalid_penalty: float = DEFAULT_INVALID_PENALTY) -> float:
+        """R_i = sum_t r_{i,t}."""
+        return float(self.rewards(invalid_penalty).sum())
+
+    def discounted_returns(
+        self, gamma: float, invalid_penalty: float = DEFAULT_INVALID_PENALTY
+    ) -> np.ndarray:
+        """Rhat_t = r_t + gamma * Rhat_{t+1}, computed backwards in one pass."""
+        return discounted_returns(self.rewards(invalid_penalty), gamma)
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    out = np.empty(len(rewards), dtype=np.float64)
+    acc = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        acc = rewards[t] + gamma * acc
+        out[t] = acc
+    return out
+
+
+@dataclass
+class TrajectoryGroup:
+    """The G trajectories of one task instance (same task id, same seed)."""
+
+    trajectories: list[Trajectory] = field(default_factory=list)
+    task_id: str = ""
+    seed: int | None = None
+    env_id: str = ""
+    _graph: TrajectoryGraph | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    def __iter__(self):
+        return iter(self.trajectories)
+
+    @property
+    def num_steps(self) -> int:
+        return sum(len(t) for t in self.trajectories)
+
+    def graph(self) -> TrajectoryGraph:
+        """The group's `TrajectoryGraph`, built on first use and cached."""
+        if self._graph is None:
+            from credit.graph import TrajectoryGraph
+
+            self._graph = TrajectoryGraph.from_group(self)
+        return self._graph
+
+
+def flat_steps(groups: Sequence[TrajectoryGroup]) -> list[Step]:
+    """All steps in the canonical (group, trajectory, step) order of `Advantages.values`."""
+    return [s for g in groups for t in g.trajectories for s in t.steps]
+
+
+def total_steps(groups: Sequence[TrajectoryGroup]) -> int:
+    return sum(g.num_steps for g in groups)
