@@ -1,0 +1,40 @@
+# creditgym: `make demo` installs everything and runs the main job; `make test` runs the suite.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+PYTEST_ARGS ?=
+
+.PHONY: install install-core demo test test-quick lint format clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first, from the CPU build on this machine's disk, so nothing later pulls a CUDA build.
+install-core: $(PY)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+
+install: install-core
+
+demo: install
+	$(PY) scripts/benchmark_credit.py --env creditgym/KeyRooms-v0 --env-kwargs '{"level": "small"}' \
+		--agent tabular --methods grpo,rloo,gigpo --seeds 3 --iterations 30 --out runs/demo
+
+lint: install-core
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install-core
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: install lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-quick: install-core
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache .hypothesis
