@@ -1,0 +1,56 @@
+"""Generation-backend contract: batched sampling that returns token ids and their log-probs.
+
+Every backend (``hf``, ``vllm``, ``vllm-server``, ``openai``) takes already-tokenised prompts and
+returns, per prompt, the sampled token ids and the log-probability of each under the sampling
+policy. Trainers train on exactly these token ids (no decode/re-encode round trip).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class SamplingConfig:
+    """Sampling options shared by every backend."""
+
+    #: Softmax temperature (1.0 samples from the policy the learner trains).
+    temperature: float = 1.0
+    #: Nucleus sampling mass (1.0 = off; anything else makes log-probs differ from the policy's).
+    top_p: float = 1.0
+    #: Maximum number of generated tokens per turn.
+    max_new_tokens: int = 64
+    #: Generation stops after any of these strings (kept in the output).
+    stop: tuple[str, ...] = ()
+    #: Seed for reproducible sampling (None: nondeterministic).
+    seed: int | None = None
+
+
+@dataclass
+class Generation:
+    """One sampled completion."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    #: "stop" (EOS or a stop string) or "length" (hit max_new_tokens).
+    finish_reason: str = "stop"
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    #: False for endpoints that cannot return sampled token ids (evaluation only).
+    supports_training: bool
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig
+    ) -> list[Generation]: ...
+
+    def sync_weights(self, model: Any) -> float:
+        """Load the learner's current weights; return the seconds it took."""
+        ...
+
+    def close(self) -> None: ...
