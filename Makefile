@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: install install-core demo test test-quick lint format clean
+.PHONY: install install-core install-webshop install-browser demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -16,7 +16,17 @@ install-core: $(PY)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 
-install: install-core
+install: install-core install-webshop install-browser
+
+# WebShop: server/search deps and Selenium (pyproject extras `webshop` and `browser`).
+install-webshop: install-core
+	$(PIP) install -q -e ".[webshop,browser]"
+
+# WebShop browser mode: Debian's Chromium and its driver (no driver downloads), only when missing.
+install-browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
 
 demo: install
 	$(PY) scripts/benchmark_credit.py --env creditgym/KeyRooms-v0 --env-kwargs '{"level": "small"}' \
