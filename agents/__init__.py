@@ -1,0 +1,8 @@
+"""Policies: the LLM agent, tabular, random and oracle agents, and generation backends."""
+
+from agents.base import Agent, Context, Turn
+from agents.oracle import OracleAgent
+from agents.random_agent import RandomAgent
+from agents.tabular import TabularSoftmaxAgent
+
+__all__ = ["Agent", "Context", "OracleAgent", "RandomAgent", "TabularSoftmaxAgent", "Turn"]

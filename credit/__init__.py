@@ -1,0 +1,42 @@
+"""Trajectory data model, trajectory graph, and step-level credit modules.
+
+``credit.make(name, **overrides)`` builds a registered module; ``credit.available()`` lists them.
+A module is a pure function of recorded `TrajectoryGroup`s returning `Advantages`.
+"""
+
+from credit import gigpo, grpo, rloo  # noqa: F401  (registration)
+from credit.base import (
+    Advantages,
+    CreditModule,
+    available,
+    group_normalize,
+    make,
+    normalize,
+    register,
+)
+from credit.graph import TrajectoryGraph
+from credit.trajectory import (
+    DEFAULT_INVALID_PENALTY,
+    Step,
+    Trajectory,
+    TrajectoryGroup,
+    discounted_returns,
+    flat_steps,
+)
+
+__all__ = [
+    "DEFAULT_INVALID_PENALTY",
+    "Advantages",
+    "CreditModule",
+    "Step",
+    "Trajectory",
+    "TrajectoryGraph",
+    "TrajectoryGroup",
+    "available",
+    "discounted_returns",
+    "flat_steps",
+    "group_normalize",
+    "make",
+    "normalize",
+    "register",
+]

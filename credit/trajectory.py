@@ -30,6 +30,8 @@ class Step:
     valid: bool = True
     next_state_key: str = ""
     observation: str = ""
+    #: The admissible actions of the state the action was taken in (None if the env has none).
+    admissible_actions: list[str] | None = None
     #: Raw model output (the parsed `action` is what the env received).
     text: str = ""
     terminated: bool = False
