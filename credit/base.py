@@ -97,7 +97,9 @@ def group_normalize(
 def dense_ids(keys: Sequence[Any]) -> np.ndarray:
     """Map hashable keys to dense integer ids in first-seen order."""
     table: dict[Any, int] = {}
-    return np.fromiter((table.setdefault(k, len(table)) for k in keys), dtype=np.int64, count=len(keys))
+    return np.fromiter(
+        (table.setdefault(k, len(table)) for k in keys), dtype=np.int64, count=len(keys)
+    )
 
 
 STD_MODES = ("population", "sample")

@@ -67,10 +67,14 @@ def _similarity_clusters(texts: Sequence[str], threshold: float) -> list[int]:
         label = -1
         for ci, seed in enumerate(seeds):
             m = SequenceMatcher(None, seed, text, autojunk=False)
-            if m.real_quick_ratio() >= threshold and m.quick_ratio() >= threshold:
-                if m.ratio() >= threshold:
-                    label = ci
-                    break
+            # The quick ratios are cheap upper bounds of ratio(): skip hopeless pairs early.
+            if (
+                m.real_quick_ratio() >= threshold
+                and m.quick_ratio() >= threshold
+                and m.ratio() >= threshold
+            ):
+                label = ci
+                break
         if label < 0:
             label = len(seeds)
             seeds.append(text)

@@ -103,7 +103,11 @@ class Panel:
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the panel to disk (by default under the cache) and return the path."""
-        path = Path(path) if path else cache_dir("panels") / f"{self.env}-{self.split}-{self.hash}.json"
+        path = (
+            Path(path)
+            if path
+            else cache_dir("panels") / f"{self.env}-{self.split}-{self.hash}.json"
+        )
         path.write_text(json.dumps(self.to_json(), indent=1))
         return path
 
@@ -204,7 +208,9 @@ class TextEnv(gym.Env[str, str]):
         """This env's task panel for its split (built once, then cached on the instance)."""
         if self._panel is None:
             name = self.spec.id if self.spec is not None else self.env_name
-            self._panel = Panel(name, self.split, self.generator_version, tuple(self.task_ids(self.split)))
+            self._panel = Panel(
+                name, self.split, self.generator_version, tuple(self.task_ids(self.split))
+            )
             if len(self._panel) == 0:
                 raise ValueError(f"{name} has no tasks in split {self.split!r}")
         return self._panel

@@ -9,6 +9,7 @@ ever trained on a broken episode.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from collections import defaultdict
@@ -60,19 +61,15 @@ class EnvPool:
 
     def restart(self, i: int) -> None:
         """Replace env `i` after a failure (its old instance is closed, errors ignored)."""
-        try:
+        with contextlib.suppress(Exception):
             self.envs[i].close()
-        except Exception:
-            pass
         self.envs[i] = self._make()
         self.restarts += 1
 
     def close(self) -> None:
         for env in self.envs:
-            try:
+            with contextlib.suppress(Exception):
                 env.close()
-            except Exception:
-                pass
         self.envs = []
 
     def __enter__(self) -> EnvPool:

@@ -32,7 +32,9 @@ def test_gigpo_hand_computed_std_and_omega():
     z = lambda d: (d / 2) / (d / np.sqrt(2) + 1e-6)  # noqa: E731
     adv = credit.make("gigpo", omega=0.5)([two_paths()])
     e, s0, s1 = z(10), z(9.5), z(10)
-    np.testing.assert_allclose(adv.values, [e + 0.5 * s0, e + 0.5 * s1, -e - 0.5 * s0, -e - 0.5 * s1, -e])
+    np.testing.assert_allclose(
+        adv.values, [e + 0.5 * s0, e + 0.5 * s1, -e - 0.5 * s0, -e - 0.5 * s1, -e]
+    )
 
 
 def test_revisits_inside_one_trajectory_count_each_time():

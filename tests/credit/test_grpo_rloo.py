@@ -24,7 +24,9 @@ def test_grpo_hand_computed_sample_std():
 def test_grpo_population_std_and_mean_norm():
     # Returns [3, 1]: mean 2; population std 1 -> +-1/(1+1e-6); mean_norm -> +-1.
     g = returns_group(3, 1, length=1)
-    np.testing.assert_allclose(credit.make("grpo", std="population")([g]).values, [1 / (1 + 1e-6), -1 / (1 + 1e-6)])
+    np.testing.assert_allclose(
+        credit.make("grpo", std="population")([g]).values, [1 / (1 + 1e-6), -1 / (1 + 1e-6)]
+    )
     np.testing.assert_allclose(credit.make("grpo", mode="mean_norm")([g]).values, [1.0, -1.0])
 
 
@@ -41,7 +43,9 @@ def test_grpo_per_step_rows_weighs_long_trajectories():
 def test_invalid_penalty_enters_the_return():
     # Returns: 10 - 0.1 (one invalid step) and 0 -> mean 4.95 -> mean_norm [4.95, 4.95, -4.95].
     g = group(traj([("a", "bad", 0), ("a", "go", 10)], invalid=(0,)), traj([("a", "x", 0)]))
-    np.testing.assert_allclose(credit.make("grpo", mode="mean_norm")([g]).values, [4.95, 4.95, -4.95])
+    np.testing.assert_allclose(
+        credit.make("grpo", mode="mean_norm")([g]).values, [4.95, 4.95, -4.95]
+    )
 
 
 def test_rloo_hand_computed():

@@ -11,7 +11,12 @@ from credit.trajectory import Step, Trajectory, TrajectoryGroup
 MODULES = ("grpo", "rloo", "gigpo")
 STATES = ["s0", "s1", "s2", "s3"]
 
-step_st = st.tuples(st.sampled_from(STATES), st.sampled_from(["a", "b"]), st.sampled_from([0.0, 1.0, 10.0]), st.booleans())
+step_st = st.tuples(
+    st.sampled_from(STATES),
+    st.sampled_from(["a", "b"]),
+    st.sampled_from([0.0, 1.0, 10.0]),
+    st.booleans(),
+)
 traj_st = st.lists(step_st, min_size=1, max_size=6)
 group_st = st.lists(traj_st, min_size=2, max_size=5)
 
@@ -56,7 +61,9 @@ def test_constant_return_shift_leaves_episode_advantages_unchanged(spec, c):
         t.steps[-1].reward += c  # every trajectory's return moves by c
     for name, opts in (("grpo", {"mode": "mean_norm"}), ("rloo", {}), ("grpo", {})):
         np.testing.assert_allclose(
-            credit.make(name, **opts)([g]).values, credit.make(name, **opts)([shifted]).values, atol=1e-6
+            credit.make(name, **opts)([g]).values,
+            credit.make(name, **opts)([shifted]).values,
+            atol=1e-6,
         )
 
 
@@ -96,7 +103,11 @@ def test_an_invalid_action_lowers_its_advantage(spec, which):
     s, a, r, _ = bad[i][t]
     bad[i][t] = (s, a, r, False)
     gb = build(bad)
-    for name, opts in (("grpo", {"mode": "mean_norm"}), ("rloo", {}), ("gigpo", {"mode": "mean_norm"})):
+    for name, opts in (
+        ("grpo", {"mode": "mean_norm"}),
+        ("rloo", {}),
+        ("gigpo", {"mode": "mean_norm"}),
+    ):
         before = per_traj(credit.make(name, **opts)([g]).values, g)[i][t]
         after = per_traj(credit.make(name, **opts)([gb]).values, gb)[i][t]
         assert after < before, (name, before, after)

@@ -1,0 +1,95 @@
+"""Time credit modules and graph construction on synthetic batches.
+
+    python scripts/bench_credit_speed.py --groups 16 --group-size 8 --steps 50
+
+Trajectories walk over a small state space so anchor groups form as in ALFWorld. Prints one JSON
+line: median milliseconds per call for every module (returns + all advantage levels), and graph
+build time at two sizes (their ratio shows the build is linear in the number of steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+import credit
+from credit.trajectory import Step, Trajectory, TrajectoryGroup
+
+
+def synthetic_batch(groups: int, size: int, steps: int, states: int = 40, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for gi in range(groups):
+        trajs = []
+        for _ in range(size):
+            keys = rng.integers(states, size=steps + 1)
+            rewards = np.zeros(steps)
+            rewards[-1] = 10.0 * (rng.random() < 0.5)
+            valid = rng.random(steps) > 0.1
+            trajs.append(
+                Trajectory(
+                    steps=[
+                        Step(
+                            state_key=f"g{gi}-s{keys[t]}",
+                            action=f"a{rng.integers(5)}",
+                            reward=float(rewards[t]),
+                            valid=bool(valid[t]),
+                            next_state_key=f"g{gi}-s{keys[t + 1]}",
+                        )
+                        for t in range(steps)
+                    ]
+                )
+            )
+        out.append(TrajectoryGroup(trajectories=trajs))
+    return out
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - t0))
+    return float(np.median(times))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--groups", type=int, default=16)
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--methods", default=",".join(credit.available()))
+    args = p.parse_args()
+    batch = synthetic_batch(args.groups, args.group_size, args.steps)
+    result: dict = {
+        "batch": f"{args.groups}x{args.group_size}x{args.steps}",
+        "steps": args.groups * args.group_size * args.steps,
+    }
+    for name in args.methods.split(","):
+        module = credit.make(name)
+        if module.needs:
+            continue  # modules needing model outputs are timed in the LLM benchmark
+        module(batch)  # warm-up
+        result[f"{name}_ms"] = round(median_ms(lambda m=module: m(batch), args.repeats), 3)
+
+    def build(n_groups: int) -> float:
+        b = synthetic_batch(n_groups, args.group_size, args.steps, seed=1)
+        t0 = time.perf_counter()
+        for g in b:
+            g._graph = None
+            g.graph()
+        return 1000 * (time.perf_counter() - t0)
+
+    small, large = build(args.groups), build(args.groups * 10)
+    result["graph_build_ms"] = round(small, 2)
+    result["graph_build_ms_10x_steps"] = round(large, 2)
+    result["graph_build_ratio_10x"] = round(large / small, 2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,407 @@
+"""Benchmark credit-assignment methods with a tabular agent on identical tasks and seeds.
+
+    python scripts/benchmark_credit.py --env creditgym/KeyRooms-v0 --env-kwargs '{"level":"medium"}' \
+        --agent tabular --methods grpo,rloo,gigpo --seeds 5 --out runs/bench-medium
+
+Every (method, seed) run trains a fresh tabular softmax policy on the same fixed subset of the
+train panel (the first --tasks task ids; its hash is reported), picking the same B tasks and reset
+seeds at every iteration for every method. Per iteration: collect B x G episodes, compute the
+method's advantages, take one policy-gradient step. Every --eval-every iterations the policy is
+evaluated (sampling, --eval-episodes per task on the whole subset) and, every --fidelity-every
+iterations, the method's step advantages are compared with the exact A^pi(s, a) of the current
+policy (Pearson correlation pooled over the batch's steps; the env must expose `model()`).
+
+Writes DIR/summary.json, DIR/summary.md, DIR/curves.png and DIR/runs.jsonl (raw curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import credit
+import envs  # noqa: F401  (registers the creditgym envs)
+from agents import TabularSoftmaxAgent
+from envs.base import Panel
+from trainers.rollout import EnvPool, collect
+
+
+@dataclass
+class BenchConfig:
+    env: str
+    env_kwargs: dict[str, Any]
+    methods: list[str]
+    seeds: int
+    iterations: int = 100
+    groups: int = 8
+    group_size: int = 8
+    tasks: int = 8
+    lr: float = 1.0
+    gamma: float = 0.95
+    eval_every: int = 5
+    eval_episodes: int = 4
+    fidelity_every: int = 5
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    agent: str = "tabular"
+
+
+# ----------------------------------------------------------------------------- exact values
+class ExactValues:
+    """Exact A^pi(s, a) of a tabular policy on each task's full transition model."""
+
+    def __init__(self, pool: EnvPool, tasks: list[int], gamma: float):
+        self.gamma = gamma
+        self.models = {}
+        env = pool.envs[0]
+        if not hasattr(env, "model"):
+            raise TypeError(f"{pool.env_id} does not expose model(); fidelity needs it")
+        for task in tasks:
+            env.reset(seed=0, options={"task_id": task})
+            model = env.model()
+            uniform = [np.full(len(a), 1.0 / len(a)) if a else np.zeros(0) for a in model.actions]
+            action_index = [{a: i for i, a in enumerate(acts)} for acts in model.actions]
+            self.models[task] = (model, uniform, action_index)
+
+    def advantages(self, agent: TabularSoftmaxAgent, task: int) -> tuple[Any, list]:
+        model, uniform, action_index = self.models[task]
+        policy = list(uniform)
+        for key in agent.table.keys() & model.index.keys():
+            s = model.index[key]
+            if len(model.actions[s]):
+                policy[s] = agent.probs(key, model.actions[s])
+        result = model.evaluate(policy, gamma=self.gamma)
+        adv = result["A"] if isinstance(result, dict) else getattr(result, "A", None)
+        if adv is None:
+            adv = result[2]
+        return model, adv, action_index
+
+    def fidelity(self, agent, batch_groups, task_of_group, values) -> float | None:
+        exact_by_task = {t: self.advantages(agent, t) for t in set(task_of_group)}
+        xs, ys = [], []
+        pos = 0
+        for g, task in zip(batch_groups, task_of_group):
+            model, adv, action_index = exact_by_task[task]
+            for traj in g.trajectories:
+                for step in traj.steps:
+                    s = model.index.get(step.state_key)
+                    a = action_index[s].get(step.action) if s is not None else None
+                    if a is not None:
+                        xs.append(values[pos])
+                        ys.append(adv[s][a])
+                    pos += 1
+        if len(xs) < 3 or np.std(xs) < 1e-12 or np.std(ys) < 1e-12:
+            return None
+        return float(np.corrcoef(xs, ys)[0, 1])
+
+
+# ----------------------------------------------------------------------------- one run
+def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str, Any]:
+    module = credit.make(method, **cfg.method_options.get(method, {}))
+    agent = TabularSoftmaxAgent(lr=cfg.lr, seed=seed)
+    task_rng = np.random.default_rng(seed)  # same task/seed schedule for every method
+    pool = EnvPool(cfg.env, cfg.groups * cfg.group_size, split="train", env_kwargs=cfg.env_kwargs)
+    n_tasks = min(cfg.tasks, len(pool.panel))
+    tasks = list(range(n_tasks))
+    exact = ExactValues(pool, tasks, cfg.gamma) if cfg.fidelity_every > 0 else None
+    curve: dict[str, list] = {"eval_iter": [], "eval_success": [], "train_success": []}
+    curve.update({"fid_iter": [], "fidelity": []})
+    skipped, credit_ms, credit_steps = 0, 0.0, 0
+
+    def evaluate() -> float:
+        seeds = [10_000 + t for t in tasks]
+        batch = collect(pool, agent, tasks, cfg.eval_episodes, seeds)
+        return batch.stats["success"]
+
+    for it in range(cfg.iterations + 1):
+        if it % cfg.eval_every == 0 or it == cfg.iterations:
+            curve["eval_iter"].append(it)
+            curve["eval_success"].append(evaluate())
+        if it == cfg.iterations:
+            break
+        replace = cfg.groups > n_tasks
+        chosen = [int(t) for t in task_rng.choice(n_tasks, size=cfg.groups, replace=replace)]
+        seeds = [seed * 100_000 + it * cfg.groups + b for b in range(cfg.groups)]
+        batch = collect(pool, agent, chosen, cfg.group_size, seeds)
+        t0 = time.perf_counter()
+        adv = module(batch.groups)
+        credit_ms += 1000 * (time.perf_counter() - t0)
+        credit_steps += len(adv.values)
+        curve["train_success"].append(batch.stats["success"])
+        if exact is not None and it % cfg.fidelity_every == 0:
+            fid = exact.fidelity(agent, batch.groups, chosen, adv.values)
+            if fid is None:
+                skipped += 1
+            else:
+                curve["fid_iter"].append(it)
+                curve["fidelity"].append(fid)
+        agent.update(batch.groups, adv)
+        if progress is not None:
+            progress.put(1)
+    pool.close()
+    reached = [i for i, s in zip(curve["eval_iter"], curve["eval_success"]) if s >= 0.8]
+    return {
+        "method": method,
+        "seed": seed,
+        "panel_hash": Panel(pool.env_id, "train", "subset", tuple(map(str, tasks))).hash,
+        "curve": curve,
+        "success_final": curve["eval_success"][-1],
+        "iterations_to_80": reached[0] if reached else None,
+        "fidelity_mean": float(np.mean(curve["fidelity"])) if curve["fidelity"] else None,
+        "fidelity_skipped": skipped,
+        "credit_ms_per_1k_steps": 1000 * credit_ms / max(credit_steps, 1),
+    }
+
+
+def _worker(args):
+    cfg, method, seed, queue = args
+    return run_one(cfg, method, seed, queue)
+
+
+# ----------------------------------------------------------------------------- statistics
+def mean_ci(xs: list[float]) -> dict[str, float | None]:
+    """Mean and the half-width of its 95% t-interval (None when fewer than 2 values)."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return {"mean": None, "ci95": None}
+    if len(xs) == 1:
+        return {"mean": float(xs[0]), "ci95": None}
+    from scipy import stats
+
+    sem = float(np.std(xs, ddof=1) / math.sqrt(len(xs)))
+    return {"mean": float(np.mean(xs)), "ci95": float(stats.t.ppf(0.975, len(xs) - 1) * sem)}
+
+
+def summarise(cfg: BenchConfig, runs: list[dict]) -> dict[str, Any]:
+    methods = {}
+    for m in cfg.methods:
+        rs = [r for r in runs if r["method"] == m]
+        reached = [r["iterations_to_80"] for r in rs if r["iterations_to_80"] is not None]
+        it80 = mean_ci(reached)
+        it80["reached"] = len(reached)
+        it80["of"] = len(rs)
+        methods[m] = {
+            "success_final": mean_ci([r["success_final"] for r in rs]),
+            "iterations_to_80": it80,
+            "fidelity": mean_ci([r["fidelity_mean"] for r in rs]),
+            "fidelity_skipped_iterations": int(sum(r["fidelity_skipped"] for r in rs)),
+            "credit_ms_per_1k_steps": float(np.mean([r["credit_ms_per_1k_steps"] for r in rs])),
+        }
+    hashes = sorted({r["panel_hash"] for r in runs})
+    return {
+        "methods": methods,
+        "config": {**asdict(cfg), "panel_hash": hashes[0] if len(hashes) == 1 else hashes},
+    }
+
+
+def fmt(stat: dict, digits: int = 3) -> str:
+    if stat.get("mean") is None:
+        return "n/a"
+    s = f"{stat['mean']:.{digits}f}"
+    return s + (f" ± {stat['ci95']:.{digits}f}" if stat.get("ci95") is not None else "")
+
+
+def markdown(summary: dict) -> str:
+    cfg = summary["config"]
+    lines = [
+        f"# Credit benchmark: {cfg['env']} {json.dumps(cfg['env_kwargs'])}",
+        "",
+        f"{cfg['seeds']} seeds, {cfg['iterations']} iterations of {cfg['groups']} tasks x "
+        f"{cfg['group_size']} episodes, tabular softmax policy (lr {cfg['lr']}), "
+        f"{cfg['tasks']} train tasks (panel hash {cfg['panel_hash']}). Means with 95% CIs over seeds.",
+        "",
+        "| method | success (final) | iterations to 80% (reached) | fidelity to exact A^pi | credit ms / 1k steps |",
+        "|---|---|---|---|---|",
+    ]
+    for m, s in summary["methods"].items():
+        it = s["iterations_to_80"]
+        lines.append(
+            f"| {m} | {fmt(s['success_final'])} | {fmt(it, 1)} ({it['reached']}/{it['of']}) | "
+            f"{fmt(s['fidelity'])} | {s['credit_ms_per_1k_steps']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def band(curves: list[list[float]]):
+    arr = np.array(curves, dtype=float)
+    mean = arr.mean(axis=0)
+    if len(arr) < 2:
+        return mean, np.zeros_like(mean)
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(arr) - 1) * arr.std(axis=0, ddof=1) / math.sqrt(len(arr))
+    return mean, half
+
+
+def plot(summary: dict, runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for m in summary["methods"]:
+        rs = sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"])
+        x = rs[0]["curve"]["eval_iter"]
+        mean, half = band([r["curve"]["eval_success"] for r in rs])
+        (line,) = axes[0].plot(x, mean, label=m)
+        axes[0].fill_between(x, mean - half, mean + half, alpha=0.2, color=line.get_color())
+        common = sorted(set.intersection(*(set(r["curve"]["fid_iter"]) for r in rs)))
+        if common:
+            fid = [
+                [dict(zip(r["curve"]["fid_iter"], r["curve"]["fidelity"]))[i] for i in common]
+                for r in rs
+            ]
+            mean, half = band(fid)
+            axes[1].plot(common, mean, label=m, color=line.get_color())
+            axes[1].fill_between(
+                common, mean - half, mean + half, alpha=0.2, color=line.get_color()
+            )
+    cfg = summary["config"]
+    axes[0].set(
+        xlabel="iteration",
+        ylabel="eval success",
+        title="Success (95% CI over seeds)",
+        ylim=(-0.02, 1.02),
+    )
+    axes[1].set(xlabel="iteration", ylabel="Pearson r", title="Fidelity to exact A^pi(s,a)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{cfg['env']} {json.dumps(cfg['env_kwargs'])}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path, int]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--env", default="creditgym/KeyRooms-v0")
+    p.add_argument("--env-kwargs", default="{}", help="JSON dict passed to gymnasium.make")
+    p.add_argument("--agent", default="tabular", choices=["tabular"])
+    p.add_argument(
+        "--methods", default="grpo,rloo,gigpo", help=f"comma list of {credit.available()}"
+    )
+    p.add_argument(
+        "--method-options", default="{}", help='JSON, e.g. {"gigpo": {"mode": "mean_norm"}}'
+    )
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--groups", type=int, default=8, help="B: tasks per iteration")
+    p.add_argument("--group-size", type=int, default=8, help="G: episodes per task")
+    p.add_argument("--tasks", type=int, default=8, help="size of the train-panel subset")
+    p.add_argument("--lr", type=float, default=1.0)
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--eval-episodes", type=int, default=4)
+    p.add_argument("--fidelity-every", type=int, default=5, help="0 disables fidelity")
+    p.add_argument("--workers", type=int, default=min(2, mp.cpu_count()))
+    p.add_argument("--out", default="runs/benchmark_credit")
+    a = p.parse_args(argv)
+    try:
+        env_kwargs = json.loads(a.env_kwargs)
+        method_options = json.loads(a.method_options)
+    except json.JSONDecodeError as exc:
+        p.error(f"invalid JSON: {exc}")
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    for m in methods:
+        credit.make(m, **method_options.get(m, {}))  # fails fast on unknown names/options
+        if credit.make(m).needs:
+            p.error(f"{m} needs {sorted(credit.make(m).needs)} from an LLM; use the LLM benchmark")
+    if a.eval_every < 1 or a.iterations < 1 or a.seeds < 1:
+        p.error("--iterations, --seeds and --eval-every must be >= 1")
+    cfg = BenchConfig(
+        env=a.env,
+        env_kwargs=env_kwargs,
+        methods=methods,
+        seeds=a.seeds,
+        iterations=a.iterations,
+        groups=a.groups,
+        group_size=a.group_size,
+        tasks=a.tasks,
+        lr=a.lr,
+        eval_every=a.eval_every,
+        eval_episodes=a.eval_episodes,
+        fidelity_every=a.fidelity_every,
+        method_options=method_options,
+        agent=a.agent,
+    )
+    return cfg, Path(a.out), a.workers
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    cfg, out, workers = parse_args(argv)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(m, s) for s in range(cfg.seeds) for m in cfg.methods]
+    total = len(jobs) * cfg.iterations
+    runs: list[dict] = []
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(
+            f"{len(jobs)} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds)", total=total
+        )
+        if workers <= 1:
+
+            class Tick:
+                def put(self, n):
+                    bar.advance(task, n)
+
+            for m, s in jobs:
+                runs.append(run_one(cfg, m, s, Tick()))
+        else:
+            ctx = mp.get_context("spawn")
+            with ctx.Manager() as manager:
+                queue = manager.Queue()
+                with ctx.Pool(workers) as pool:
+                    pending = pool.map_async(_worker, [(cfg, m, s, queue) for m, s in jobs])
+                    done = 0
+                    while done < total:
+                        try:
+                            done += queue.get(timeout=0.5)
+                            bar.update(task, completed=done)
+                        except Exception:
+                            if pending.ready():
+                                break
+                    runs = pending.get()
+    summary = summarise(cfg, runs)
+    summary["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(markdown(summary))
+    with open(out / "runs.jsonl", "w") as f:
+        for r in runs:
+            f.write(json.dumps(r) + "\n")
+    plot(summary, runs, out / "curves.png")
+    Console().print(Markdown(markdown(summary)))
+    console.print(f"wrote {out}/summary.json, summary.md, curves.png ({summary['wall_time_s']} s)")
+    sys.stdout.flush()
+    return summary
+
+
+if __name__ == "__main__":
+    main()
