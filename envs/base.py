@@ -149,7 +149,7 @@ class TextEnv(gym.Env[str, str]):
     handled here.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
     #: Registered id (set by `gymnasium.make` through `spec`, or by subclasses for direct use).
     env_name: ClassVar[str] = "creditgym/TextEnv"
     #: Bumped whenever the task generator changes, so panel hashes change with it.
