@@ -19,6 +19,7 @@ __all__ = ["SPLITS", "Panel", "TextEnv", "cache_dir", "list_envs", "make", "sani
 # stays cheap and an env's heavy dependencies load only when it is made.
 _BUILTIN: list[tuple[str, str, dict]] = [
     ("creditgym/KeyRooms-v0", "envs.keyrooms:KeyRoomsEnv", {}),
+    ("creditgym/Search-v0", "envs.search:SearchEnv", {}),
 ]
 
 for _id, _entry, _kwargs in _BUILTIN:
