@@ -219,7 +219,7 @@ class RemoteRetriever:
             for row in rows:
                 hits = []
                 for item in row:
-                    doc = item["document"] if "document" in item else item
+                    doc = item.get("document", item)
                     title, text = parse_contents(doc["contents"])
                     hits.append(Hit(str(doc["id"]), title, text, float(item.get("score", 0.0))))
                 out.append(hits)
