@@ -47,6 +47,7 @@ opened, target in hand or chest, target delivered); ``info["task_type"]``: the l
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 from collections import OrderedDict
@@ -185,6 +186,7 @@ class World:
                 subgoals += [f"take the {c} key", f"open the {c} door"]
         subgoals += [f"take the {items[self.target]}", f"put the {items[self.target]} in the chest"]
         self.subgoals = tuple(subgoals)
+        self._loc_names = [*rooms, "inv", "chest", "used"]
         self.initial = (agent, *start)
         self._ids: dict[tuple[int, ...], int] = {self.initial: 0}
         self._states: list[tuple[int, ...]] = [self.initial]
@@ -253,7 +255,7 @@ class World:
 
     def _key(self, s: tuple[int, ...]) -> str:
         room, locs = s[0], s[1:]
-        names = [*self.rooms, "inv", "chest", "used"]
+        names = self._loc_names
         doors = ",".join(
             f"{self.door_color[d]}:{'open' if self.is_open(s, d) else 'locked'}"
             for d, (_, _, k) in enumerate(self.doors)
@@ -341,7 +343,15 @@ class World:
                 rewards = [WIN_REWARD if self.node(x).terminal else 0.0 for x in node.next]
                 return node.terminal, list(zip(node.actions, node.next, rewards))
 
-            self._model = TabularModel.explore(0, expand, key=lambda sid: self.node(sid).key)
+            # The enumeration allocates many small acyclic containers; pausing the cyclic garbage
+            # collector (as `timeit` does) avoids repeated full scans of every cached world.
+            paused = gc.isenabled()
+            gc.disable()
+            try:
+                self._model = TabularModel.explore(0, expand, key=lambda sid: self.node(sid).key)
+            finally:
+                if paused:
+                    gc.enable()
         return self._model
 
 
@@ -506,3 +516,53 @@ class KeyRoomsEnv(TextEnv):
         model = w.model()
         actions = model.shortest_path_actions(model.index[w.node(self._sid).key])
         return actions[0] if actions else None
+
+
+def level_stats(level: str, split: str = "test", n_tasks: int | None = None) -> dict[str, Any]:
+    """Measure a level over a panel: optimal lengths, reachable states, model and DP times.
+
+    The numbers in the module docstring come from ``python -m envs.keyrooms`` (all levels, test
+    panel); DP time is one exact evaluation of the uniform policy at gamma = 0.95.
+    """
+    import time
+
+    import numpy as np
+
+    env = KeyRoomsEnv(level=level, split=split)
+    ids = range(len(env.panel) if n_tasks is None else min(n_tasks, len(env.panel)))
+    lengths, sizes, build, dp = [], [], [], []
+    for i in ids:
+        env.reset(options={"task_id": i})
+        t0 = time.perf_counter()
+        model = env.model()
+        d = model.distance[model.initial]
+        t1 = time.perf_counter()
+        model.evaluate(model.uniform_policy(), gamma=0.95)
+        t2 = time.perf_counter()
+        lengths.append(int(d))
+        sizes.append(model.n_states)
+        build.append(t1 - t0)
+        dp.append(t2 - t1)
+
+    def summary(xs: list[float]) -> dict[str, float]:
+        return {"min": float(np.min(xs)), "mean": float(np.mean(xs)), "max": float(np.max(xs))}
+
+    return {
+        "level": level,
+        "split": split,
+        "tasks": len(lengths),
+        "max_steps": LEVELS[level].max_steps,
+        "optimal_steps": summary(lengths),
+        "optimal_steps_hist": {str(k): lengths.count(k) for k in sorted(set(lengths))},
+        "states": summary(sizes),
+        "model_build_s": summary(build),
+        "evaluate_s": summary(dp),
+    }
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    for name in sys.argv[1:] or list(LEVELS):
+        print(json.dumps(level_stats(name)), flush=True)
