@@ -20,6 +20,7 @@ __all__ = ["SPLITS", "Panel", "TextEnv", "cache_dir", "list_envs", "make", "sani
 _BUILTIN: list[tuple[str, str, dict]] = [
     ("creditgym/KeyRooms-v0", "envs.keyrooms:KeyRoomsEnv", {}),
     ("creditgym/Search-v0", "envs.search:SearchEnv", {}),
+    ("creditgym/WebShop-v0", "envs.webshop:WebShopEnv", {}),
 ]
 
 for _id, _entry, _kwargs in _BUILTIN:

@@ -1,0 +1,122 @@
+"""Browser mode: the shop driven by Selenium in Debian's headless Chromium.
+
+Navigation is real: a click is Selenium's click on the DOM element, a search types into the
+search box and presses the Search button; the page is read back from the rendered DOM
+(`pages.DOM_WALK_JS`). Chromium and chromedriver come from Debian (``make install-browser``);
+nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from typing import Any
+
+from envs.webshop.pages import DOM_WALK_JS, Item, Page
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1600",
+)
+
+
+class BrowserUnavailable(RuntimeError):
+    """Chromium, chromedriver or selenium is missing (with how to install them)."""
+
+
+class Browser:
+    """One headless Chromium with its own profile folder; `close()` ends both."""
+
+    def __init__(self, page_timeout: float = 30.0):
+        try:
+            from selenium import webdriver
+            from selenium.webdriver.chrome.service import Service
+        except ImportError as exc:
+            raise BrowserUnavailable(
+                "browser mode needs selenium: pip install 'creditgym[browser]'"
+            ) from exc
+        for path in (CHROMIUM, CHROMEDRIVER):
+            if shutil.which(path) is None:
+                raise BrowserUnavailable(
+                    f"browser mode needs {path}: run `make install-browser` "
+                    "(apt-get install chromium chromium-driver)"
+                )
+        self._profile = tempfile.mkdtemp(prefix="webshop-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in CHROMIUM_FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={self._profile}")
+        self.driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+        self.driver.set_page_load_timeout(page_timeout)
+        self.timeout = page_timeout
+        self._elements: list[Any] = []
+
+    def alive(self) -> bool:
+        try:
+            _ = self.driver.current_url
+            return True
+        except Exception:
+            return False
+
+    def read(self) -> Page:
+        """The current page, from the rendered DOM (remembers the elements for `click`)."""
+        kind, has_search, reward, rows = self.driver.execute_script(DOM_WALK_JS)
+        self._elements = [row[4] for row in rows]
+        items = [Item(role, text, href, bool(sel)) for role, text, href, sel, _ in rows]
+        return Page(self.driver.current_url, kind, items, bool(has_search),
+                    None if reward is None else float(reward))
+
+    def get(self, url: str) -> Page:
+        self.driver.get(url)
+        return self.read()
+
+    def _wait_for_new_page(self, old_body: Any) -> None:
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        wait = WebDriverWait(self.driver, self.timeout)
+        wait.until(ec.staleness_of(old_body))
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def click(self, page: Page, item: Item) -> Page:
+        """Click `item` of `page` (as returned by the last `read`) and read the new page."""
+        from selenium.webdriver.common.by import By
+
+        element = self._elements[page.items.index(item)]
+        old_body = self.driver.find_element(By.TAG_NAME, "body")
+        element.click()
+        self._wait_for_new_page(old_body)
+        return self.read()
+
+    def search(self, query: str) -> Page:
+        """Type `query` into the search box and press Search."""
+        from selenium.webdriver.common.by import By
+
+        box = self.driver.find_element(By.ID, "search_input")
+        box.clear()
+        box.send_keys(query)
+        old_body = self.driver.find_element(By.TAG_NAME, "body")
+        self.driver.find_element(By.ID, "search_button").click()
+        self._wait_for_new_page(old_body)
+        return self.read()
+
+    def screenshot_png(self) -> bytes:
+        return self.driver.get_screenshot_as_png()
+
+    def close(self) -> None:
+        try:
+            self.driver.quit()
+        except Exception:
+            pass
+        shutil.rmtree(self._profile, ignore_errors=True)
