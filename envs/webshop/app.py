@@ -70,8 +70,14 @@ class SearchEngine:
         self._bm25s = bm25s
         corpus = [
             " ".join(
-                [p.title, p.query, p.product_category.replace("›", " "), " ".join(p.attributes),
-                 " ".join(p.features), p.description]
+                [
+                    p.title,
+                    p.query,
+                    p.product_category.replace("›", " "),
+                    " ".join(p.attributes),
+                    " ".join(p.features),
+                    p.description,
+                ]
             )
             for p in products
         ]
@@ -278,8 +284,12 @@ def create_app(catalog: Catalog) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         return JSONResponse(
-            {"fingerprint": catalog.fingerprint, "products": len(catalog),
-             "goals": len(catalog.goals), "sessions": len(shop.sessions)}
+            {
+                "fingerprint": catalog.fingerprint,
+                "products": len(catalog),
+                "goals": len(catalog.goals),
+                "sessions": len(shop.sessions),
+            }
         )
 
     @app.get("/")

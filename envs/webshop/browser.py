@@ -8,6 +8,7 @@ nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from typing import Any
@@ -57,7 +58,9 @@ class Browser:
         for flag in CHROMIUM_FLAGS:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self._profile}")
-        self.driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+        self.driver = webdriver.Chrome(
+            options=options, service=Service(executable_path=CHROMEDRIVER)
+        )
         self.driver.set_page_load_timeout(page_timeout)
         self.timeout = page_timeout
         self._elements: list[Any] = []
@@ -74,8 +77,13 @@ class Browser:
         kind, has_search, reward, rows = self.driver.execute_script(DOM_WALK_JS)
         self._elements = [row[4] for row in rows]
         items = [Item(role, text, href, bool(sel)) for role, text, href, sel, _ in rows]
-        return Page(self.driver.current_url, kind, items, bool(has_search),
-                    None if reward is None else float(reward))
+        return Page(
+            self.driver.current_url,
+            kind,
+            items,
+            bool(has_search),
+            None if reward is None else float(reward),
+        )
 
     def get(self, url: str) -> Page:
         self.driver.get(url)
@@ -115,8 +123,6 @@ class Browser:
         return self.driver.get_screenshot_as_png()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.driver.quit()
-        except Exception:
-            pass
         shutil.rmtree(self._profile, ignore_errors=True)

@@ -70,7 +70,9 @@ class _HttpClient:
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 if attempt == 1:
-                    raise ShopUnavailable(f"GET {path} failed: {type(exc).__name__}: {exc}") from exc
+                    raise ShopUnavailable(
+                        f"GET {path} failed: {type(exc).__name__}: {exc}"
+                    ) from exc
         raise AssertionError("unreachable")
 
     def close(self) -> None:

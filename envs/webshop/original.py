@@ -29,8 +29,42 @@ from typing import Any
 from envs.webshop.catalog import CATEGORIES, PRICE_RANGE, Catalog, Goal, Product
 
 _STOP = frozenset(
-    "a an and the for with of in on to by from at or is are be as it its this that your you our "
-    "new pack set men women mens womens inch x".split()
+    [
+        "a",
+        "an",
+        "and",
+        "the",
+        "for",
+        "with",
+        "of",
+        "in",
+        "on",
+        "to",
+        "by",
+        "from",
+        "at",
+        "or",
+        "is",
+        "are",
+        "be",
+        "as",
+        "it",
+        "its",
+        "this",
+        "that",
+        "your",
+        "you",
+        "our",
+        "new",
+        "pack",
+        "set",
+        "men",
+        "women",
+        "mens",
+        "womens",
+        "inch",
+        "x",
+    ]
 )
 
 
@@ -124,8 +158,11 @@ def load_original(data_path: str | Path, seed: int = 233) -> Catalog:
     for p in products:
         if human is not None:
             specs = [
-                (g.get("instruction", ""), g.get("instruction_attributes") or [],
-                 g.get("instruction_options") or [])
+                (
+                    g.get("instruction", ""),
+                    g.get("instruction_attributes") or [],
+                    g.get("instruction_options") or [],
+                )
                 for g in human.get(p.asin, [])
             ]
         else:

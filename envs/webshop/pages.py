@@ -83,7 +83,13 @@ class _Parser(HTMLParser):
             self.kind = a.get("data-page", "")
         elif tag == "a":
             classes = a.get("class", "").split()
-            role = "product" if "product-link" in classes else "option" if "option" in classes else "button"
+            role = (
+                "product"
+                if "product-link" in classes
+                else "option"
+                if "option" in classes
+                else "button"
+            )
             self._link = Item(role, "", a.get("href", ""), "selected" in classes)
             self._link_text = []
         elif tag == "button":

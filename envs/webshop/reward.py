@@ -81,9 +81,10 @@ def attribute_matches(product: Product, goal: Goal) -> list[str]:
     text = product.text()
     matched = []
     for g_attr in goal.attributes:
-        if any(fuzz.token_set_ratio(p_attr, g_attr) > FUZZY_THRESHOLD for p_attr in product.attributes):
-            matched.append(g_attr)
-        elif g_attr.lower() in text:
+        fuzzy = any(
+            fuzz.token_set_ratio(p_attr, g_attr) > FUZZY_THRESHOLD for p_attr in product.attributes
+        )
+        if fuzzy or g_attr.lower() in text:
             matched.append(g_attr)
     return matched
 

@@ -10,6 +10,7 @@ catalog one refcounted server.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import queue
 import subprocess
@@ -47,7 +48,8 @@ class ShopServer:
         self.generation = 0
         self.refs = 0
         self._lock = threading.RLock()
-        self._log = tempfile.NamedTemporaryFile(prefix="webshop-server-", suffix=".log", delete=False)
+        fd, self._log_path = tempfile.mkstemp(prefix="webshop-server-", suffix=".log")
+        os.close(fd)
         self.start()
         atexit.register(self.stop)
 
@@ -93,16 +95,33 @@ class ShopServer:
             if self.alive():
                 return
             n, seed, data_path = self.spec
-            cmd = [sys.executable, "-m", "envs.webshop.app", "--n-products", str(n),
-                   "--seed", str(seed), "--port", "0", "--watch-parent"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "envs.webshop.app",
+                "--n-products",
+                str(n),
+                "--seed",
+                str(seed),
+                "--port",
+                "0",
+                "--watch-parent",
+            ]
             if data_path:
                 cmd += ["--data-path", str(data_path)]
             env = dict(os.environ)
             env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                env=env, cwd=_ROOT, text=True, close_fds=True,
-            )
+            with open(self._log_path, "a") as log:  # the child keeps its own copy of the fd
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env=env,
+                    cwd=_ROOT,
+                    text=True,
+                    close_fds=True,
+                )
             lines: queue.Queue[str | None] = queue.Queue()
             proc = self.proc
 
@@ -124,8 +143,9 @@ class ShopServer:
                     line = lines.get(timeout=self.startup_timeout)
                 except queue.Empty:
                     self._kill()
-                    raise ServerStartError(f"shop server not ready in {self.startup_timeout}s"
-                                           f"{self._log_tail()}") from None
+                    raise ServerStartError(
+                        f"shop server not ready in {self.startup_timeout}s{self._log_tail()}"
+                    ) from None
                 if line is None:
                     self._kill()
                     raise ServerStartError(f"shop server exited during startup{self._log_tail()}")
@@ -143,9 +163,11 @@ class ShopServer:
                 self.start()
 
     def stop(self) -> None:
-        """Stop the process and wait for it to exit."""
+        """Stop the process, wait for it to exit, and remove its log."""
         with self._lock:
             self._kill()
+            with contextlib.suppress(OSError):
+                os.unlink(self._log_path)
 
     def _kill(self) -> None:
         proc, self.proc = self.proc, None
@@ -166,7 +188,7 @@ class ShopServer:
 
     def _log_tail(self) -> str:
         try:
-            text = Path(self._log.name).read_text()[-2000:]
+            text = Path(self._log_path).read_text()[-2000:]
         except OSError:
             return ""
         return f"; server log:\n{text}" if text else ""
