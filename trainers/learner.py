@@ -1,0 +1,618 @@
+"""The learner: the policy model (LoRA or full), its reference, and the PPO-clip update.
+
+Samples. In ``context="steps"`` mode every step is one sample: its prompt token ids followed by
+its sampled response token ids, exactly as the agent recorded them (never re-tokenised), and the
+loss covers the response tokens only. In ``context="concat"`` mode consecutive steps whose
+prompts extend each other (the agent's ``concat`` context) form one sequence; the environment's
+tokens between responses are masked out, and each turn's advantage goes on that turn's tokens.
+
+Per-token advantages: the step's advantage broadcast over its response tokens; with
+``Advantages.spans`` (HiPER), the tokens of each span of ``Step.spans`` get that span's
+advantage (``"switch"``, ``"subgoal"``, ``"action"``) and the rest keep the step's value.
+
+`prepare` runs before the credit module: one no-grad pass that recomputes the old log-probs and
+token entropies (filling ``Step.entropies``), the reference log-probs (adapter disabled under
+LoRA; a frozen copy of the initial weights for full fine-tuning), and on request values and the
+IGPO answer log-probs. The sampler's log-probs are used only to report the sampler/learner
+mismatch. `update` then runs the PPO-clip epochs over shuffled mini-batches (at least two when
+there are two samples), packing each into micro-batches by token budget and accumulating
+gradients so the loss is the token mean of the whole mini-batch.
+
+The language-model head is applied only at the positions that are scored, so a batch never
+materialises ``[batch, length, vocab]`` logits.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from credit.base import Advantages
+from credit.trajectory import Step, TrajectoryGroup, flat_steps
+from trainers.loss import KL_TYPES, policy_loss, token_logprobs_and_entropy
+
+CONTEXT_MODES = ("steps", "concat")
+FINETUNE_MODES = ("lora", "full")
+NEEDS = ("entropies", "values", "answer_logprobs")
+
+
+@dataclass
+class LearnerConfig:
+    """Options of the policy update (defaults follow verl-agent / GiGPO where they apply)."""
+
+    finetune: str = "lora"
+    """"lora" (adapters via peft; the reference is the adapter-disabled model) or "full"."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input (0 keeps the old and new policies comparable)."""
+    lora_target_modules: str | list[str] = "all-linear"
+    """Modules that get adapters: "all-linear" or a list of module names."""
+    lr: float = 2e-5
+    """AdamW learning rate (LoRA usually wants about 10x a full fine-tune's)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    max_grad_norm: float = 1.0
+    """Gradient norm clip per optimizer step (0 disables)."""
+    clip_low: float = 0.2
+    """PPO clip: the ratio is clipped below at 1 - clip_low."""
+    clip_high: float = 0.2
+    """PPO clip: the ratio is clipped above at 1 + clip_high (raise for DAPO-style clip-higher)."""
+    kl_coef: float = 0.01
+    """Weight of KL(pi || reference) in the loss (0 disables and skips the reference pass)."""
+    kl_type: str = "low_var_kl"
+    """KL estimator: "low_var_kl" (k3), "kl" (k1) or "mse" (k2)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus (subtracted from the loss)."""
+    value_coef: float = 0.5
+    """Weight of the value-head regression loss (only when values were requested)."""
+    epochs: int = 1
+    """Passes over the batch per update."""
+    mini_batches: int = 2
+    """Optimizer steps per epoch (the batch is shuffled and split; >= 2 makes clipping matter)."""
+    micro_batch_tokens: int = 2048
+    """Token budget of one forward/backward (padded length x samples); gradients accumulate."""
+    context: str = "steps"
+    """"steps" (one sample per step) or "concat" (one sequence per episode; env tokens masked)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts; logits are divided by it when scoring tokens."""
+    dtype: str = "float32"
+    """Parameter dtype ("float32" is the fast one on CPUs without bf16 units)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, about 30% slower)."""
+    answer_prefix: str = "<answer>"
+    """IGPO: text put between the context and the ground-truth answer when scoring it."""
+    seed: int = 0
+    """Seed of the mini-batch shuffling (combined with the update counter)."""
+    value_heads: list[str] = field(default_factory=lambda: ["v"])
+    """Names of the value heads created when a credit module needs values."""
+
+    def validate(self) -> None:
+        checks = [
+            (self.finetune in FINETUNE_MODES, f"finetune must be one of {list(FINETUNE_MODES)}"),
+            (self.context in CONTEXT_MODES, f"context must be one of {list(CONTEXT_MODES)}"),
+            (self.kl_type in KL_TYPES, f"kl_type must be one of {list(KL_TYPES)}"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.mini_batches >= 1, "mini_batches must be >= 1"),
+            (self.micro_batch_tokens >= 16, "micro_batch_tokens must be >= 16"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (0 <= self.clip_low < 1 and self.clip_high >= 0, "clip_low in [0, 1), clip_high >= 0"),
+            (self.dtype in ("float32", "bfloat16", "float16"), "dtype must be a float type"),
+        ]
+        bad = [msg for ok, msg in checks if not ok]
+        if bad:
+            raise ValueError("invalid LearnerConfig: " + "; ".join(bad))
+
+
+@dataclass
+class _Sample:
+    """One training sequence and the steps whose response tokens it holds."""
+
+    ids: list[int]
+    #: Index into `ids` of every loss token (the token at i is predicted from position i - 1).
+    positions: list[int]
+    #: (flat step index, step, offset into `positions`, number of response tokens).
+    parts: list[tuple[int, Step, int, int]]
+    old_logp: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+    old_values: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.positions)
+
+
+class Learner:
+    """Holds the policy and updates it from trajectory groups and their advantages."""
+
+    def __init__(self, config: LearnerConfig, model_path: str):
+        """Load the model from a local HF folder (`agents.models.resolve_model` gives one)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        config.validate()
+        self.config = config
+        self.model_path = model_path
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        dtype = getattr(torch, config.dtype)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        self.reference: Any = None
+        if config.finetune == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=config.lora_target_modules,
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, lora)
+        elif config.kl_coef:
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            if config.finetune == "lora":
+                model.enable_input_require_grads()
+        model.train()
+        self.model = model
+        self.value_heads: torch.nn.ModuleDict | None = None
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=config.lr,
+            betas=tuple(config.adam_betas),
+            weight_decay=config.weight_decay,
+        )
+        self.updates = 0
+        self._prepared: tuple[tuple[int, ...], list[_Sample]] | None = None
+
+    # ------------------------------------------------------------------------------ model parts
+    @property
+    def base_model(self) -> Any:
+        """The causal-LM module (inside the peft wrapper under LoRA)."""
+        return self.model.get_base_model() if self.config.finetune == "lora" else self.model
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def _ensure_value_heads(self) -> torch.nn.ModuleDict:
+        if self.value_heads is None:
+            hidden = self.base_model.config.hidden_size
+            gen = torch.Generator().manual_seed(self.config.seed)
+            heads = torch.nn.ModuleDict()
+            for name in self.config.value_heads:
+                head = torch.nn.Linear(hidden, 1)
+                with torch.no_grad():
+                    head.weight.normal_(0.0, 1.0 / math.sqrt(hidden), generator=gen)
+                    head.bias.zero_()
+                heads[name] = head
+            self.value_heads = heads.to(getattr(torch, self.config.dtype))
+            self.optimizer.add_param_group({"params": list(self.value_heads.parameters())})
+        return self.value_heads
+
+    # --------------------------------------------------------------------------------- samples
+    def build_samples(self, groups: Sequence[TrajectoryGroup]) -> list[_Sample]:
+        """Turn recorded steps into training sequences (see the module docstring)."""
+        samples: list[_Sample] = []
+        index = 0
+        for group in groups:
+            for traj in group.trajectories:
+                current: _Sample | None = None
+                for step in traj.steps:
+                    if step.prompt_ids is None or step.response_ids is None:
+                        raise ValueError(
+                            "a step has no token ids: the learner trains LLM agents only "
+                            "(were these trajectories collected by LLMAgent?)"
+                        )
+                    prompt = [int(t) for t in step.prompt_ids]
+                    response = [int(t) for t in step.response_ids]
+                    extends = (
+                        self.config.context == "concat"
+                        and current is not None
+                        and len(prompt) >= len(current.ids)
+                        and prompt[: len(current.ids)] == current.ids
+                    )
+                    if not extends:
+                        current = _Sample(ids=list(prompt), positions=[], parts=[])
+                        samples.append(current)
+                    else:
+                        current.ids.extend(prompt[len(current.ids) :])
+                    start = len(current.ids)
+                    current.parts.append((index, step, len(current.positions), len(response)))
+                    current.ids.extend(response)
+                    current.positions.extend(range(start, start + len(response)))
+                    index += 1
+        return [s for s in samples if s.positions]
+
+    def _micro_batches(self, samples: list[_Sample]) -> list[list[_Sample]]:
+        """Pack samples (longest first) so padded length x count stays within the budget."""
+        order = sorted(samples, key=lambda s: len(s.ids), reverse=True)
+        out: list[list[_Sample]] = []
+        for s in order:
+            if out and len(out[-1][0].ids) * (len(out[-1]) + 1) <= self.config.micro_batch_tokens:
+                out[-1].append(s)
+            else:
+                out.append([s])
+        return out
+
+    def _forward(
+        self, batch: list[_Sample], *, entropy: bool, values: bool = False, reference: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Log-probs (and entropies) of every loss token of `batch`, flattened in sample order.
+
+        Values are read at the last token before each step's response (the state it acted in).
+        ``reference=True`` scores under the reference policy instead.
+        """
+        width = max(len(s.ids) for s in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        rows, cols, value_rows, value_cols = [], [], [], []
+        for b, s in enumerate(batch):
+            ids[b, : len(s.ids)] = torch.as_tensor(s.ids)
+            mask[b, : len(s.ids)] = 1
+            rows.extend([b] * s.num_tokens)
+            cols.extend(p - 1 for p in s.positions)
+            for _, _, offset, _ in s.parts:
+                value_rows.append(b)
+                value_cols.append(s.positions[offset] - 1)
+        rows_t, cols_t = torch.as_tensor(rows), torch.as_tensor(cols)
+        targets = ids[rows_t, cols_t + 1]
+        if reference and self.config.finetune == "lora":
+            with self.model.disable_adapter():
+                hidden = self._hidden(self.base_model, ids, mask)
+                base = self.base_model
+        elif reference:
+            base = self.reference
+            hidden = self._hidden(base, ids, mask)
+        else:
+            base = self.base_model
+            hidden = self._hidden(base, ids, mask)
+        logits = base.get_output_embeddings()(hidden[rows_t, cols_t])
+        logp, ent = token_logprobs_and_entropy(logits, targets, self.config.temperature)
+        vals: dict[str, torch.Tensor] = {}
+        if values:
+            heads = self._ensure_value_heads()
+            h = hidden[torch.as_tensor(value_rows), torch.as_tensor(value_cols)]
+            vals = {name: head(h).squeeze(-1).float() for name, head in heads.items()}
+        return logp, (ent if entropy else None), vals
+
+    @staticmethod
+    def _hidden(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False)
+        return out.last_hidden_state
+
+    # --------------------------------------------------------------------------------- prepare
+    @torch.no_grad()
+    def prepare(
+        self, groups: Sequence[TrajectoryGroup], needs: set[str] | frozenset[str] = frozenset()
+    ) -> dict[str, float]:
+        """Recompute old log-probs and token entropies (always), reference log-probs (when the KL
+        term is on), and values / answer log-probs when ``needs`` asks; fill the `Step` fields.
+
+        Returns metrics, including the sampler/learner log-prob mismatch.
+        """
+        unknown = set(needs) - set(NEEDS)
+        if unknown:
+            raise ValueError(f"unknown needs {sorted(unknown)}; the learner provides {list(NEEDS)}")
+        t0 = time.perf_counter()
+        samples = self.build_samples(groups)
+        want_values = "values" in needs
+        was_training = self.model.training
+        self.model.eval()
+        diffs: list[np.ndarray] = []
+        ent_sum, n_tok = 0.0, 0
+        try:
+            for batch in self._micro_batches(samples):
+                logp, ent, vals = self._forward(batch, entropy=True, values=want_values)
+                ref = None
+                if self.config.kl_coef:
+                    ref, _, _ = self._forward(batch, entropy=False, reference=True)
+                pos, vpos = 0, 0
+                for s in batch:
+                    n = s.num_tokens
+                    s.old_logp = logp[pos : pos + n].clone()
+                    s.ref_logp = None if ref is None else ref[pos : pos + n].clone()
+                    ent_s = ent[pos : pos + n].numpy().astype(np.float64)
+                    for _, step, off, k in s.parts:
+                        step.entropies = ent_s[off : off + k].copy()
+                        if step.sampler_logprobs is not None and len(step.sampler_logprobs) == k:
+                            sampled = np.asarray(step.sampler_logprobs, dtype=np.float64)
+                            diffs.append(s.old_logp[off : off + k].numpy() - sampled)
+                    if want_values:
+                        for j, (_, step, _, _) in enumerate(s.parts):
+                            step.values = {h: float(v[vpos + j]) for h, v in vals.items()}
+                        s.old_values = {
+                            h: v[vpos : vpos + len(s.parts)].clone() for h, v in vals.items()
+                        }
+                        vpos += len(s.parts)
+                    ent_sum += float(ent[pos : pos + n].sum())
+                    n_tok += n
+                    pos += n
+            if "answer_logprobs" in needs:
+                self._answer_logprobs(groups)
+        finally:
+            self.model.train(was_training)
+        self._prepared = (self._key(groups), samples)
+        metrics = {
+            "train/prepare_s": time.perf_counter() - t0,
+            "train/samples": float(len(samples)),
+            "train/response_tokens": float(n_tok),
+            "train/old_entropy": ent_sum / max(n_tok, 1),
+        }
+        if diffs:
+            d = np.concatenate(diffs)
+            metrics["train/logprob_mismatch_abs"] = float(np.abs(d).mean())
+            metrics["train/logprob_mismatch_max"] = float(np.abs(d).max())
+            # k3 estimate of KL(sampler || learner) on the sampled tokens.
+            metrics["train/sampler_learner_kl"] = float(np.mean(np.exp(d) - d - 1.0))
+        return metrics
+
+    @staticmethod
+    def _key(groups: Sequence[TrajectoryGroup]) -> tuple[int, ...]:
+        return tuple(id(s) for s in flat_steps(groups))
+
+    def _answer_logprobs(self, groups: Sequence[TrajectoryGroup]) -> None:
+        """IGPO: mean log-prob of the ground-truth answer before and after every turn."""
+        prefix = self._encode(self.config.answer_prefix)
+        queries: list[tuple[Step, str, list[int], int]] = []
+        for group in groups:
+            for traj in group.trajectories:
+                truth = next(
+                    (s.info["ground_truth"] for s in traj.steps if s.info.get("ground_truth")), None
+                )
+                if truth is None:
+                    continue
+                answer = self._encode(str(truth))
+                if not answer:
+                    continue
+                for t, step in enumerate(traj.steps):
+                    before = list(step.prompt_ids)
+                    if t + 1 < len(traj.steps):
+                        after = list(traj.steps[t + 1].prompt_ids)
+                    else:
+                        after = before + list(step.response_ids)
+                    queries.append((step, "before", before + prefix + answer, len(answer)))
+                    queries.append((step, "after", after + prefix + answer, len(answer)))
+        samples = [
+            _Sample(ids=ids, positions=list(range(len(ids) - n, len(ids))), parts=[])
+            for _, _, ids, n in queries
+        ]
+        means: list[tuple[int, float]] = []
+        for batch in self._micro_batches(samples):
+            logp, _, _ = self._forward(batch, entropy=False)
+            pos = 0
+            for s in batch:
+                means.append((id(s), float(logp[pos : pos + s.num_tokens].mean())))
+                pos += s.num_tokens
+        by_id = dict(means)
+        for (step, when, _, _), s in zip(queries, samples):
+            setattr(step, f"answer_logprob_{when}", by_id[id(s)])
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ---------------------------------------------------------------------------------- update
+    def update(self, groups: Sequence[TrajectoryGroup], advantages: Advantages) -> dict[str, float]:
+        """PPO-clip epochs over the batch; returns ``train/...`` metrics."""
+        t0 = time.perf_counter()
+        n_steps = len(flat_steps(groups))
+        if len(advantages.values) != n_steps:
+            raise ValueError(f"{len(advantages.values)} advantages for {n_steps} steps")
+        if self._prepared is None or self._prepared[0] != self._key(groups):
+            self.prepare(groups, set())
+        samples = self._prepared[1]
+        if not samples:
+            return {"train/samples": 0.0}
+        token_adv = [self._token_advantages(s, advantages) for s in samples]
+        adv_of = {id(s): a for s, a in zip(samples, token_adv)}
+        want_values = self.value_heads is not None and all(s.old_values for s in samples)
+        gen = np.random.default_rng([self.config.seed, self.updates])
+        sums: dict[str, float] = {
+            "pg": 0.0,
+            "kl": 0.0,
+            "entropy": 0.0,
+            "approx_kl": 0.0,
+            "value": 0.0,
+            "grad_norm": 0.0,
+        }
+        clipped, tokens, steps_taken = 0.0, 0, 0
+        self.model.train()
+        for _ in range(self.config.epochs):
+            order = gen.permutation(len(samples))
+            n_mb = min(self.config.mini_batches, len(samples))
+            for chunk in np.array_split(order, n_mb):
+                mb = [samples[i] for i in chunk]
+                denom = sum(s.num_tokens for s in mb)
+                for micro in self._micro_batches(mb):
+                    logp, ent, vals = self._forward(micro, entropy=True, values=want_values)
+                    old = torch.cat([s.old_logp for s in micro])
+                    ref = (
+                        torch.cat([s.ref_logp for s in micro])
+                        if all(s.ref_logp is not None for s in micro)
+                        else None
+                    )
+                    adv = torch.cat([adv_of[id(s)] for s in micro])
+                    terms = policy_loss(
+                        logp,
+                        old,
+                        adv,
+                        torch.ones_like(logp),
+                        denom,
+                        ref_logp=ref,
+                        entropy=ent,
+                        clip_low=self.config.clip_low,
+                        clip_high=self.config.clip_high,
+                        kl_coef=self.config.kl_coef,
+                        kl_type=self.config.kl_type,
+                        entropy_coef=self.config.entropy_coef,
+                    )
+                    loss = terms.loss
+                    if want_values:
+                        vloss = self._value_loss(micro, vals, advantages, len(mb))
+                        loss = loss + self.config.value_coef * vloss
+                        sums["value"] += float(vloss.detach())
+                    loss.backward()
+                    sums["pg"] += float(terms.pg)
+                    sums["kl"] += float(terms.kl)
+                    sums["entropy"] += float(terms.entropy)
+                    sums["approx_kl"] += float(terms.approx_kl_old)
+                    clipped += float(terms.clip_count)
+                    tokens += sum(s.num_tokens for s in micro)
+                params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                if self.config.max_grad_norm > 0:
+                    norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+                else:
+                    norm = torch.linalg.vector_norm(
+                        torch.stack([p.grad.norm() for p in params if p.grad is not None])
+                    )
+                sums["grad_norm"] += float(norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                steps_taken += 1
+        self.updates += 1
+        self._prepared = None
+        per_step = {k: v / max(steps_taken, 1) for k, v in sums.items()}
+        metrics = {
+            "train/pg_loss": per_step["pg"],
+            "train/kl": per_step["kl"],
+            "train/entropy": per_step["entropy"],
+            "train/approx_kl_old": per_step["approx_kl"],
+            "train/grad_norm": per_step["grad_norm"],
+            "train/clip_frac": clipped / max(tokens, 1),
+            "train/optimizer_steps": float(steps_taken),
+            "train/tokens": float(tokens),
+            "train/lr": float(self.optimizer.param_groups[0]["lr"]),
+            "train/update_s": time.perf_counter() - t0,
+        }
+        if want_values:
+            metrics["train/value_loss"] = per_step["value"]
+        return metrics
+
+    def _token_advantages(self, sample: _Sample, advantages: Advantages) -> torch.Tensor:
+        """Each step's advantage on its own response tokens; span-routed when given."""
+        out = torch.zeros(sample.num_tokens, dtype=torch.float32)
+        for index, step, off, k in sample.parts:
+            out[off : off + k] = float(advantages.values[index])
+            if advantages.spans and step.spans:
+                for name, ranges in step.spans.items():
+                    if name not in advantages.spans:
+                        continue
+                    value = float(advantages.spans[name][index])
+                    for a, b in ranges:
+                        a, b = max(0, int(a)), min(k, int(b))
+                        out[off + a : off + b] = value
+        return out
+
+    def _value_loss(
+        self,
+        micro: list[_Sample],
+        vals: dict[str, torch.Tensor],
+        advantages: Advantages,
+        mb_samples: int,
+    ) -> torch.Tensor:
+        """Mean squared error of each value head against its target, per step.
+
+        The target is ``step.extras["value_targets"][head]`` when the credit module provides it,
+        else the PPO return ``V_old + A`` (the step's advantage, or its span advantage for the
+        HiPER heads "high" -> subgoal, "low" -> action, "term" -> switch).
+        """
+        span_of = {"high": "subgoal", "low": "action", "term": "switch"}
+        losses = []
+        for name, pred in vals.items():
+            targets, pos = [], 0
+            for s in micro:
+                for j, (index, step, _, _) in enumerate(s.parts):
+                    given = (step.extras or {}).get("value_targets", {})
+                    if name in given:
+                        targets.append(float(given[name]))
+                    else:
+                        span = span_of.get(name)
+                        source = (
+                            advantages.spans[span]
+                            if advantages.spans and span in advantages.spans
+                            else advantages.values
+                        )
+                        targets.append(float(s.old_values[name][j]) + float(source[index]))
+                    pos += 1
+            target = torch.as_tensor(targets, dtype=pred.dtype)
+            losses.append(((pred - target) ** 2).sum() / max(mb_samples, 1))
+        return torch.stack(losses).sum()
+
+    # ------------------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Adapter (or full model), value heads, optimizer and update counter."""
+        if self.config.finetune == "lora":
+            from peft import get_peft_model_state_dict
+
+            weights = {
+                k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()
+            }
+        else:
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {
+            "finetune": self.config.finetune,
+            "model": weights,
+            "value_heads": None if self.value_heads is None else self.value_heads.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updates": self.updates,
+            "config": asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (the model must have been built the same way)."""
+        if state.get("finetune") != self.config.finetune:
+            raise ValueError(
+                f"checkpoint holds a {state.get('finetune')!r} model, this learner is "
+                f"{self.config.finetune!r}"
+            )
+        if self.config.finetune == "lora":
+            from peft import set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(self.model, state["model"])
+            missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
+            if missing:
+                raise ValueError(f"checkpoint adapter keys do not match the model: {missing[:3]}")
+        else:
+            self.model.load_state_dict(state["model"])
+        if state.get("value_heads") is not None:
+            self._ensure_value_heads().load_state_dict(state["value_heads"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = int(state["updates"])
+        self._prepared = None
+
+    def save_merged(self, directory: str | os.PathLike[str]) -> str:
+        """Write the current policy as a plain HF folder (LoRA merged, safetensors); return it.
+
+        Files are written to a temporary sibling and moved in, so a reader (a vLLM reload) never
+        sees a half-written weights file.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if self.config.finetune == "lora":
+            merged = copy.deepcopy(self.model).merge_and_unload()
+        else:
+            merged = self.model
+        try:
+            merged.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            for f in tmp.iterdir():
+                os.replace(f, out / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return str(out)
