@@ -18,6 +18,7 @@ caller opted out with ``isolation="none"`` (then only the subprocess and its rli
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -242,10 +243,8 @@ def _unisolated_limits(config: dict) -> None:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _explain(rc: int, timed_out: bool, stderr: str, lim: SandboxLimits, *files: Path) -> str | None:
