@@ -4,7 +4,7 @@
 A module is a pure function of recorded `TrajectoryGroup`s returning `Advantages`.
 """
 
-from credit import gigpo, grpo, rloo  # noqa: F401  (registration)
+from credit import empg, gigpo, grpo, hgpo, hiper, igpo, ppo, rloo, salt  # noqa: F401  (registration)
 from credit.base import (
     Advantages,
     CreditModule,

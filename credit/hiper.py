@@ -1,0 +1,260 @@
+"""HiPER: hierarchical plan/execute with hierarchical advantage estimation (arXiv 2602.16165).
+
+Every turn the policy writes ``<switch>KEEP|SWITCH</switch><subgoal>...</subgoal><action>...
+</action>`` (parsed by the agent into ``Step.extras["switch"]`` and ``["subgoal"]``). Turn 0 and
+every SWITCH turn start a segment; segment k covers turns b_k .. e_k - 1 and lasts d_k turns.
+
+Rewards: r_t = env reward - invalid-action penalty - keep penalty - consistency penalty, where
+the keep penalty is ``keep_penalty`` on each KEEP turn (``keep_mode="per_turn"``, the reference's
+0.3 for ALFWorld) or ``keep_penalty`` x keep ratio spread evenly over the KEEP turns
+(``"normalized"``, the reference's 3.5 for WebShop, i.e. keep_penalty / T per KEEP turn), and the
+consistency penalty (0.3) hits a KEEP turn whose subgoal text differs from the previous turn's.
+
+Values (``values="critic"``, the reference): V_high at boundary turns, V_low and V_term at every
+turn, from three heads on the policy backbone (`trainers.heads`). With gamma the discount,
+
+    low level (inside segment k, lambda_turn = 1):
+        delta_t = r_t + gamma V'_t - V_low(t),  V'_t = V_low(t+1) inside the segment and
+                  V_high(b_{k+1}) (0 after the last segment) at its last turn
+        A_low_t = delta_t + gamma lambda_turn A_low_{t+1}   (reset at the segment end)
+    high level (semi-MDP over segments, lambda_seg = 0.95):
+        R_k = sum_{t in k} gamma^{t - b_k} r_t
+        delta_k = R_k + gamma^{d_k} V_high(b_{k+1}) - V_high(b_k)
+        A_high_k = delta_k + gamma^{d_k} lambda_seg A_high_{k+1}
+    switch:
+        G_t = sum_{u=t}^{e_k - 1} gamma^{u-t} r_u + gamma^{e_k - t} V_high(b_{k+1});
+        A_term_t = G_t - V_term(t)
+
+Value targets (returned in `CriticAdvantages.targets`): A_high + V_high at boundaries (NaN
+elsewhere), A_low + V_low, and G_t. Each advantage type is z-scored over the batch (population
+std). Routing (`Advantages.spans`): "switch" <- A_term, "subgoal" <- A_high on boundary turns,
+"action" <- A_low; ``values`` (the one-scalar-per-step view) is A_low.
+
+``values="group"`` is the critic-free variant: every V is replaced by the group mean of the
+matching Monte-Carlo return (V_high: the discounted return-to-go over the group's boundary turns;
+V_low and V_term: over all the group's turns), so HiPER needs no value heads.
+
+Reconstruction choices: the subgoal tokens of a KEEP turn (a copy of the current subgoal) get
+A_low (``keep_subgoal="low"``) so the consistency penalty reaches them, or 0 (``"zero"``); a
+malformed turn without a parsed switch counts as KEEP with no keep/consistency penalty (it already
+pays the invalid-action penalty); gamma = 0.95 (the paper fixes the lambdas, not gamma here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from credit.base import CreditModule, check_choice, register
+from credit.ppo import CriticAdvantages, step_value, whiten
+from credit.trajectory import (
+    DEFAULT_INVALID_PENALTY,
+    Step,
+    Trajectory,
+    TrajectoryGroup,
+    discounted_returns,
+)
+
+VALUE_SOURCES = ("critic", "group")
+KEEP_MODES = ("per_turn", "normalized")
+KEEP_SUBGOAL = ("low", "zero")
+SPANS = ("switch", "subgoal", "action")
+
+
+@dataclass(frozen=True)
+class HiPERConfig:
+    gamma: float = 0.95
+    """Discount per turn (a segment of d turns discounts by gamma^d)."""
+    lam_turn: float = 1.0
+    """GAE lambda of the low level, inside segments."""
+    lam_seg: float = 0.95
+    """GAE lambda of the high level, over segments."""
+    keep_penalty: float = 0.3
+    """Magnitude of the keep penalty (0 disables it)."""
+    keep_mode: str = "per_turn"
+    """"per_turn": -keep_penalty on each KEEP turn; "normalized": -keep_penalty x keep ratio,
+    spread evenly over the KEEP turns."""
+    consistency_penalty: float = 0.3
+    """Subtracted on a KEEP turn whose subgoal text changed (0 disables it)."""
+    values: str = "critic"
+    """"critic": V_high/V_low/V_term from the value heads; "group": group means of Monte-Carlo
+    returns (critic-free, no extra model pass)."""
+    keep_subgoal: str = "low"
+    """Advantage of the subgoal tokens of KEEP turns: "low" (A_low) or "zero"."""
+    invalid_penalty: float = DEFAULT_INVALID_PENALTY
+    """Subtracted from a step's reward when its action was invalid."""
+
+
+def is_switch(step: Step, t: int) -> bool:
+    """Whether turn t starts a segment (turn 0 always does)."""
+    if t == 0:
+        return True
+    switch = step.extras.get("switch")
+    if switch is None:
+        if not step.valid:
+            return False  # a malformed turn: no parsed switch, counted as KEEP
+        raise ValueError(
+            "hiper needs Step.extras['switch'] ('KEEP' or 'SWITCH') on every valid turn; use an "
+            "agent with the HiPER output format (LLM output_format='hiper', or HierTabularAgent)"
+        )
+    return str(switch).upper() == "SWITCH"
+
+
+def hiper_rewards(traj: Trajectory, config: HiPERConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """Penalised rewards r_t, the segment-start mask, and the number of consistency violations."""
+    c = config
+    n = len(traj)
+    r = traj.rewards(c.invalid_penalty)
+    starts = np.array([is_switch(s, t) for t, s in enumerate(traj.steps)], dtype=bool)
+    # Penalties apply to well-formed KEEP turns after turn 0.
+    keep = np.array(
+        [t > 0 and not starts[t] and "switch" in s.extras for t, s in enumerate(traj.steps)],
+        dtype=bool,
+    )
+    if keep.any() and c.keep_penalty:
+        per = c.keep_penalty if c.keep_mode == "per_turn" else c.keep_penalty / n
+        r[keep] -= per
+    violations = 0
+    for t in np.flatnonzero(keep):
+        prev = traj.steps[t - 1].extras.get("subgoal")
+        if prev is not None and traj.steps[t].extras.get("subgoal") != prev:
+            r[t] -= c.consistency_penalty
+            violations += 1
+    return r, starts, violations
+
+
+def hierarchical_advantages(
+    r: np.ndarray,
+    starts: np.ndarray,
+    v_high: np.ndarray,
+    v_low: np.ndarray,
+    v_term: np.ndarray,
+    config: HiPERConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One trajectory's raw A_high (NaN off boundaries), A_low, A_term and G (switch returns).
+
+    A single backward pass; ``v_high`` is read only at segment starts.
+    """
+    c = config
+    n = len(r)
+    a_high = np.full(n, np.nan)
+    a_low = np.empty(n)
+    a_term = np.empty(n)
+    g_ret = np.empty(n)
+    next_high_v = 0.0  # V_high of the next segment's start (0 after the last segment)
+    next_high_a = 0.0  # A_high of the next segment
+    seg_disc = 1.0  # gamma^{d_k} of the segment being traversed
+    ret = low_adv = seg_ret = 0.0
+    for t in range(n - 1, -1, -1):
+        last = t == n - 1 or starts[t + 1]
+        if last:  # entering a segment from its end
+            boot = next_high_v
+            ret, low_adv, seg_ret, seg_disc = boot, 0.0, 0.0, 1.0
+            next_low_v = boot
+        else:
+            next_low_v = v_low[t + 1]
+        ret = r[t] + c.gamma * ret
+        g_ret[t] = ret
+        a_term[t] = ret - v_term[t]
+        low_adv = r[t] + c.gamma * next_low_v - v_low[t] + c.gamma * c.lam_turn * low_adv
+        a_low[t] = low_adv
+        seg_ret = r[t] + c.gamma * seg_ret
+        seg_disc *= c.gamma
+        if starts[t]:
+            delta = seg_ret + seg_disc * next_high_v - v_high[t]
+            next_high_a = delta + seg_disc * c.lam_seg * next_high_a
+            a_high[t] = next_high_a
+            next_high_v = v_high[t]
+    return a_high, a_low, a_term, g_ret
+
+
+def _zscore_finite(x: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(x)
+    ok = np.isfinite(x)
+    out[ok] = whiten(x[ok])
+    return out
+
+
+@register("hiper")
+class HiPER(CreditModule):
+    """Hierarchical (segment / turn / switch) advantages routed to their output spans."""
+
+    Config = HiPERConfig
+    needs = frozenset({"values"})
+
+    def validate(self) -> None:
+        c = self.config
+        check_choice("values", c.values, VALUE_SOURCES)
+        check_choice("keep_mode", c.keep_mode, KEEP_MODES)
+        check_choice("keep_subgoal", c.keep_subgoal, KEEP_SUBGOAL)
+        if not 0.0 <= c.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {c.gamma}")
+        # Critic-free HiPER needs nothing from the model (an instance attribute).
+        self.needs = frozenset({"values"}) if c.values == "critic" else frozenset()
+
+    def _values(self, traj: Trajectory, head: str) -> np.ndarray:
+        return np.array([step_value(s, head, "hiper") for s in traj.steps])
+
+    def compute(self, groups: Sequence[TrajectoryGroup]) -> CriticAdvantages:
+        c = self.config
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("high", "low", "term", "g")}
+        targets: dict[str, list[np.ndarray]] = {k: [] for k in ("high", "low", "term")}
+        starts_all: list[np.ndarray] = []
+        violations = keep_turns = 0
+        for g in groups:
+            prepared = [hiper_rewards(t, c) for t in g.trajectories]
+            if c.values == "group":
+                mc = [discounted_returns(r, c.gamma) for r, _, _ in prepared]
+                all_mc = np.concatenate(mc) if mc else np.zeros(0)
+                bnd = np.concatenate([m[s] for m, (_, s, _) in zip(mc, prepared)]) if mc else []
+                mean_all = float(all_mc.mean()) if all_mc.size else 0.0
+                mean_bnd = float(np.mean(bnd)) if len(bnd) else 0.0
+            for traj, (r, starts, viol) in zip(g.trajectories, prepared):
+                n = len(traj)
+                if n == 0:
+                    continue
+                if c.values == "group":
+                    vh, vl, vt = np.full(n, mean_bnd), np.full(n, mean_all), np.full(n, mean_all)
+                else:
+                    vh = np.array(
+                        [step_value(s, "high", "hiper") if starts[t] else np.nan
+                         for t, s in enumerate(traj.steps)]
+                    )  # fmt: skip
+                    vl, vt = self._values(traj, "low"), self._values(traj, "term")
+                a_high, a_low, a_term, g_ret = hierarchical_advantages(r, starts, vh, vl, vt, c)
+                parts["high"].append(a_high)
+                parts["low"].append(a_low)
+                parts["term"].append(a_term)
+                targets["high"].append(np.where(starts, a_high + vh, np.nan))
+                targets["low"].append(a_low + vl)
+                targets["term"].append(g_ret)
+                starts_all.append(starts)
+                violations += viol
+                keep_turns += int(n - starts.sum())
+        if not starts_all:
+            empty = np.zeros(0)
+            return CriticAdvantages(values=empty, spans={k: empty for k in SPANS})
+        raw = {k: np.concatenate(v) for k, v in parts.items() if v}
+        starts = np.concatenate(starts_all)
+        z_high, z_low, z_term = (_zscore_finite(raw[k]) for k in ("high", "low", "term"))
+        keep_sub = z_low if c.keep_subgoal == "low" else np.zeros_like(z_low)
+        spans = {"switch": z_term, "subgoal": np.where(starts, z_high, keep_sub), "action": z_low}
+        n_steps = len(starts)
+        n_traj = len(starts_all)
+        diagnostics = {
+            "segments_per_traj": float(starts.sum()) / n_traj,
+            "segment_len_mean": n_steps / max(float(starts.sum()), 1.0),
+            "switch_rate": float(starts.mean()),
+            "consistency_violation_frac": violations / max(keep_turns, 1),
+            "a_high_raw_mean": float(np.nanmean(raw["high"])),
+            "a_low_raw_mean": float(raw["low"].mean()),
+            "a_term_raw_mean": float(raw["term"].mean()),
+        }
+        return CriticAdvantages(
+            values=z_low,
+            spans=spans,
+            targets={k: np.concatenate(v) for k, v in targets.items()},
+            diagnostics=diagnostics,
+        )
