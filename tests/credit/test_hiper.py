@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+
+import credit
+from credit.hiper import HiPERConfig, hierarchical_advantages
+from credit.trajectory import Step, Trajectory, TrajectoryGroup
+
+# Four turns: SWITCH, KEEP, SWITCH, KEEP -> segments {0, 1} and {2, 3}; env rewards [0, 0, 0, 10].
+SWITCHES = ["SWITCH", "KEEP", "SWITCH", "KEEP"]
+SUBGOALS = ["find key", "find key", "open door", "open door"]
+V_HIGH = {0: 1.0, 2: 4.0}
+V_LOW = [2.0, 3.0, 5.0, 6.0]
+V_TERM = [1.0, 1.0, 2.0, 2.0]
+
+
+def hier_traj(switches=SWITCHES, subgoals=SUBGOALS, rewards=(0, 0, 0, 10)):
+    steps = []
+    for t, (sw, sg, r) in enumerate(zip(switches, subgoals, rewards)):
+        values = {"low": V_LOW[t], "term": V_TERM[t], "high": V_HIGH.get(t, 0.0)}
+        steps.append(
+            Step(
+                state_key=f"s{t}",
+                action=f"a{t}",
+                reward=float(r),
+                values=values,
+                extras={"switch": sw, "subgoal": sg},
+            )
+        )
+    return Trajectory(steps=steps)
+
+
+NO_PENALTY = {"keep_penalty": 0.0, "consistency_penalty": 0.0, "gamma": 0.5, "lam_seg": 0.5}
+
+
+def test_hierarchical_advantages_hand_computed():
+    # gamma 0.5, lambda_turn 1, lambda_seg 0.5.
+    # Low level. Segment {2,3} ends the episode (bootstrap 0):
+    #   t3: delta = 10 + 0.5 * 0 - 6 = 4 -> A_low = 4
+    #   t2: delta = 0 + 0.5 * V_low(3) - 5 = -2 -> A_low = -2 + 0.5 * 1 * 4 = 0
+    # Segment {0,1} bootstraps with V_high(t2) = 4:
+    #   t1: delta = 0 + 0.5 * 4 - 3 = -1 -> A_low = -1
+    #   t0: delta = 0 + 0.5 * 3 - 2 = -0.5 -> A_low = -0.5 + 0.5 * -1 = -1
+    # Switch: G = [0.25 * 4, 0.5 * 4, 0.5 * 10, 10] = [1, 2, 5, 10]; A_term = G - V_term.
+    # High level: segment 1: R = 0 + 0.5 * 10 = 5, d = 2: delta = 5 + 0.25 * 0 - 4 = 1 -> 1.
+    #   segment 0: R = 0, delta = 0 + 0.25 * 4 - 1 = 0 -> A_high = 0 + 0.25 * 0.5 * 1 = 0.125.
+    cfg = HiPERConfig(**NO_PENALTY)
+    starts = np.array([True, False, True, False])
+    v_high = np.array([1.0, np.nan, 4.0, np.nan])
+    a_high, a_low, a_term, g = hierarchical_advantages(
+        np.array([0, 0, 0, 10.0]), starts, v_high, np.array(V_LOW), np.array(V_TERM), cfg
+    )
+    np.testing.assert_allclose(a_low, [-1, -1, 0, 4])
+    np.testing.assert_allclose(g, [1, 2, 5, 10])
+    np.testing.assert_allclose(a_term, [0, 1, 3, 8])
+    np.testing.assert_allclose(a_high[[0, 2]], [0.125, 1])
+    assert np.isnan(a_high[[1, 3]]).all()
+
+
+def z(x):
+    x = np.asarray(x, dtype=float)
+    return (x - x.mean()) / (x.std() + 1e-6)
+
+
+def test_hiper_module_routes_z_scored_advantages_to_spans():
+    adv = credit.make("hiper", **NO_PENALTY)([TrajectoryGroup(trajectories=[hier_traj()])])
+    zl, zt, zh = z([-1, -1, 0, 4]), z([0, 1, 3, 8]), z([0.125, 1])
+    np.testing.assert_allclose(adv.spans["action"], zl)
+    np.testing.assert_allclose(adv.spans["switch"], zt)
+    # Boundary turns get A_high, KEEP turns the low-level advantage (keep_subgoal="low").
+    np.testing.assert_allclose(adv.spans["subgoal"], [zh[0], zl[1], zh[1], zl[3]])
+    np.testing.assert_allclose(adv.values, zl)
+    # Targets: V_high + A_high at boundaries, V_low + A_low, and G.
+    np.testing.assert_allclose(adv.targets["high"][[0, 2]], [1.125, 5])
+    np.testing.assert_allclose(adv.targets["low"], [1, 2, 5, 10])
+    np.testing.assert_allclose(adv.targets["term"], [1, 2, 5, 10])
+    assert adv.diagnostics["segments_per_traj"] == 2
+    zero = credit.make("hiper", keep_subgoal="zero", **NO_PENALTY)
+    out = zero([TrajectoryGroup(trajectories=[hier_traj()])])
+    np.testing.assert_allclose(out.spans["subgoal"], [zh[0], 0, zh[1], 0])
+
+
+def test_keep_and_consistency_penalties():
+    # KEEP turns 1 and 3 pay 0.3 each; turn 3 changed its subgoal ("open door" -> "go back"),
+    # so it also pays the 0.3 consistency penalty: r = [0, -0.3, 0, 10 - 0.6].
+    subgoals = ["find key", "find key", "open door", "go back"]
+    cfg = {"gamma": 0.5, "lam_seg": 0.5}
+    adv = credit.make("hiper", **cfg)(
+        [TrajectoryGroup(trajectories=[hier_traj(subgoals=subgoals)])]
+    )
+    # Low level: t3 = 9.4 - 6 = 3.4; t2 = 0.5 * 6 - 5 + 0.5 * 3.4 = -0.3;
+    #   t1 = -0.3 + 0.5 * 4 - 3 = -1.3; t0 = 0.5 * 3 - 2 + 0.5 * -1.3 = -1.15.
+    np.testing.assert_allclose(adv.spans["action"], z([-1.15, -1.3, -0.3, 3.4]))
+    assert adv.diagnostics["consistency_violation_frac"] == 0.5
+    # "normalized": 3.5 x keep ratio (2/4) spread over the 2 KEEP turns = 3.5 / 4 each.
+    norm = credit.make(
+        "hiper", keep_penalty=3.5, keep_mode="normalized", consistency_penalty=0, **cfg
+    )
+    out = norm([TrajectoryGroup(trajectories=[hier_traj()])])
+    # t3 = 10 - 0.875 - 6 = 3.125; t2 = -2 + 0.5 * 3.125 = -0.4375; t1 = -0.875 - 1 = -1.875;
+    # t0 = -0.5 + 0.5 * -1.875 = -1.4375.
+    np.testing.assert_allclose(out.spans["action"], z([-1.4375, -1.875, -0.4375, 3.125]))
+
+
+def test_critic_free_group_values():
+    # MC returns (gamma 0.5) of r = [0, 0, 0, 10]: [1.25, 2.5, 5, 10]. V_low = V_term = their
+    # mean 4.6875; V_high = mean over the boundary turns (t0, t2) = 3.125.
+    # G = [0.25 * 3.125, 0.5 * 3.125, 5, 10] -> A_term = G - 4.6875.
+    g = TrajectoryGroup(trajectories=[hier_traj()])
+    for s in g.trajectories[0].steps:
+        s.values = None  # the critic-free variant never reads them
+    mod = credit.make("hiper", values="group", **NO_PENALTY)
+    assert mod.needs == frozenset()
+    adv = mod([g])
+    np.testing.assert_allclose(adv.targets["term"], [0.78125, 1.5625, 5, 10])
+    np.testing.assert_allclose(adv.spans["switch"], z(np.array([0.78125, 1.5625, 5, 10]) - 4.6875))
+
+
+def test_switch_is_required_but_a_malformed_turn_counts_as_keep():
+    t = hier_traj()
+    t.steps[2].extras = {}
+    with pytest.raises(ValueError, match="switch"):
+        credit.make("hiper")([TrajectoryGroup(trajectories=[t])])
+    t.steps[2].valid = False  # malformed output: no switch parsed -> KEEP, one segment
+    adv = credit.make("hiper", values="group")([TrajectoryGroup(trajectories=[t])])
+    # Turn 2 no longer starts a segment: one segment (turn 0) for the whole trajectory.
+    assert adv.diagnostics["segments_per_traj"] == 1
+    assert credit.make("hiper").needs == {"values"}
