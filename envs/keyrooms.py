@@ -123,19 +123,11 @@ def task_seed(task_id: str, version: str) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-class _Node:
-    """Everything about one state, computed on first visit and cached."""
-
-    __slots__ = ("actions", "index", "next", "obs", "key", "score", "terminal")
-
-    def __init__(self) -> None:
-        self.actions: list[str] = []
-        self.index: dict[str, int] = {}
-        self.next: list[int] = []
-        self.obs: list[str | None] = []
-        self.key = ""
-        self.score = 0.0
-        self.terminal = False
+# A node caches everything about one state as a plain tuple of atomic values, indexed by these
+# constants. Plain tuples (not a class or NamedTuple) matter: the garbage collector stops tracking
+# them, and a world holds thousands of nodes that full collections would otherwise scan.
+ACTIONS, NEXT, KEY, SCORE, TERMINAL = range(5)
+_Node = tuple  # (actions: tuple[str, ...], next: tuple[int, ...], key, score, terminal)
 
 
 class World:
@@ -144,7 +136,7 @@ class World:
     A state is a tuple ``(room, loc_0, ..., loc_{m-1})`` of ints: the agent's room and each
     item's location (a room index, `inv`, `chest`, or `used` for a key left in its lock). Items
     are ordered keys (door order), target, distractors. States are interned to ids (0 is the
-    initial state) and each id gets a `_Node` with its admissible actions, successor ids and
+    initial state) and each id gets a node tuple with its admissible actions, successor ids and
     cached texts, so a step is a few dict and list lookups.
     """
 
@@ -191,6 +183,8 @@ class World:
         self._ids: dict[tuple[int, ...], int] = {self.initial: 0}
         self._states: list[tuple[int, ...]] = [self.initial]
         self._nodes: list[_Node | None] = [None]
+        #: Observation after (state id, action number), keyed by ``sid << 8 | j``.
+        self._feedback: dict[int, str] = {}
         self._model: TabularModel | None = None
 
     # ------------------------------------------------------------------ states
@@ -201,6 +195,10 @@ class World:
             self._states.append(state)
             self._nodes.append(None)
         return sid
+
+    def key(self, sid: int) -> str:
+        """The ``state_key`` of state id `sid`."""
+        return self.node(sid)[KEY]
 
     def node(self, sid: int) -> _Node:
         node = self._nodes[sid]
@@ -215,12 +213,9 @@ class World:
     def _build(self, sid: int) -> _Node:
         s = self._states[sid]
         room, locs = s[0], s[1:]
-        node = _Node()
-        node.terminal = locs[self.target] == self.CHEST
-        node.key = self._key(s)
-        node.score = self._score(s)
-        if node.terminal:
-            return node
+        terminal = locs[self.target] == self.CHEST
+        if terminal:
+            return ((), (), self._key(s), self._score(s), True)
         held = [i for i, x in enumerate(locs) if x == self.INV]
         moves: list[tuple[str, tuple[int, ...]]] = []
         for d in self.room_doors[room]:
@@ -247,11 +242,13 @@ class World:
         if room == self.chest_room:
             moves.append(("examine chest", s))
         moves.sort()
-        node.actions = [a for a, _ in moves]
-        node.index = {a: j for j, a in enumerate(node.actions)}
-        node.next = [self._intern(t) for _, t in moves]
-        node.obs = [None] * len(moves)
-        return node
+        return (
+            tuple(a for a, _ in moves),
+            tuple(self._intern(t) for _, t in moves),
+            self._key(s),
+            self._score(s),
+            False,
+        )
 
     def _key(self, s: tuple[int, ...]) -> str:
         room, locs = s[0], s[1:]
@@ -300,9 +297,15 @@ class World:
         )
 
     def feedback(self, sid: int, j: int) -> str:
-        """The observation after taking action j of state sid."""
+        """The observation after taking action j of state sid (cached)."""
+        text = self._feedback.get(sid << 8 | j)
+        if text is None:
+            text = self._feedback[sid << 8 | j] = self._feedback_text(sid, j)
+        return text
+
+    def _feedback_text(self, sid: int, j: int) -> str:
         node = self.node(sid)
-        action, nxt = node.actions[j], node.next[j]
+        action, nxt = node[ACTIONS][j], node[NEXT][j]
         s = self._states[sid]
         verb = action.split(" ", 1)[0]
         if verb in ("go", "look"):
@@ -329,7 +332,7 @@ class World:
             return f"You drop the {action[5:]}."
         # put <item> in chest
         item = action[4:-9]
-        if self.node(nxt).terminal:
+        if self.node(nxt)[TERMINAL]:
             return f"You put the {item} in the chest. Task complete!"
         return f"You put the {item} in the chest."
 
@@ -340,15 +343,15 @@ class World:
 
             def expand(sid: int) -> tuple[bool, list[tuple[str, int, float]]]:
                 node = self.node(sid)
-                rewards = [WIN_REWARD if self.node(x).terminal else 0.0 for x in node.next]
-                return node.terminal, list(zip(node.actions, node.next, rewards))
+                rewards = [WIN_REWARD if self.node(x)[TERMINAL] else 0.0 for x in node[NEXT]]
+                return node[TERMINAL], list(zip(node[ACTIONS], node[NEXT], rewards))
 
             # The enumeration allocates many small acyclic containers; pausing the cyclic garbage
             # collector (as `timeit` does) avoids repeated full scans of every cached world.
             paused = gc.isenabled()
             gc.disable()
             try:
-                self._model = TabularModel.explore(0, expand, key=lambda sid: self.node(sid).key)
+                self._model = TabularModel.explore(0, expand, key=self.key)
             finally:
                 if paused:
                     gc.enable()
@@ -470,12 +473,12 @@ class KeyRoomsEnv(TextEnv):
         w = self._world
         return {
             "task": w.task,
-            "admissible_actions": list(node.actions),
+            "admissible_actions": list(node[ACTIONS]),
             "action_valid": valid,
-            "won": node.terminal,
-            "state_key": node.key,
+            "won": node[TERMINAL],
+            "state_key": node[KEY],
             "task_type": self.level,
-            "score": node.score,
+            "score": node[SCORE],
             "subgoals": w.subgoals,
         }
 
@@ -483,17 +486,17 @@ class KeyRoomsEnv(TextEnv):
         w = self._require_world()
         sid = self._sid
         node = w.node(sid)
-        j = node.index.get(action)
-        if j is None:
-            j = node.index.get(" ".join(action.lower().split()).rstrip("."))
-            if j is None:
-                return NOTHING, 0.0, node.terminal, self._info(node, False)
-        obs = node.obs[j]
-        if obs is None:
-            obs = node.obs[j] = w.feedback(sid, j)
-        self._sid = nxt = node.next[j]
+        actions = node[ACTIONS]
+        if action not in actions:
+            action = " ".join(action.lower().split()).rstrip(".")
+            if action not in actions:
+                return NOTHING, 0.0, node[TERMINAL], self._info(node, False)
+        j = actions.index(action)
+        obs = w.feedback(sid, j)
+        self._sid = nxt = node[NEXT][j]
         new = w.node(nxt)
-        return obs, (WIN_REWARD if new.terminal else 0.0), new.terminal, self._info(new, True)
+        done = new[TERMINAL]
+        return obs, (WIN_REWARD if done else 0.0), done, self._info(new, True)
 
     def _require_world(self) -> World:
         if self._world is None:
@@ -508,13 +511,13 @@ class KeyRoomsEnv(TextEnv):
     @property
     def state_key(self) -> str:
         """The key of the current state (as in ``info["state_key"]``)."""
-        return self._require_world().node(self._sid).key
+        return self._require_world().node(self._sid)[KEY]
 
     def expert_action(self) -> str | None:
         """An action on a shortest path to success from the current state (None when done)."""
         w = self._require_world()
         model = w.model()
-        actions = model.shortest_path_actions(model.index[w.node(self._sid).key])
+        actions = model.shortest_path_actions(model.index[w.node(self._sid)[KEY]])
         return actions[0] if actions else None
 
 
@@ -522,7 +525,9 @@ def level_stats(level: str, split: str = "test", n_tasks: int | None = None) -> 
     """Measure a level over a panel: optimal lengths, reachable states, model and DP times.
 
     The numbers in the module docstring come from ``python -m envs.keyrooms`` (all levels, test
-    panel); DP time is one exact evaluation of the uniform policy at gamma = 0.95.
+    panel). ``model_build_s`` is the enumeration plus the shortest-path distances,
+    ``evaluate_s`` one exact evaluation of the uniform policy at gamma = 0.95, and
+    ``value_iteration_s`` one `optimal_values` call.
     """
     import time
 
@@ -530,19 +535,22 @@ def level_stats(level: str, split: str = "test", n_tasks: int | None = None) -> 
 
     env = KeyRoomsEnv(level=level, split=split)
     ids = range(len(env.panel) if n_tasks is None else min(n_tasks, len(env.panel)))
-    lengths, sizes, build, dp = [], [], [], []
+    lengths, sizes, build, dp, vi = [], [], [], [], []
     for i in ids:
         env.reset(options={"task_id": i})
         t0 = time.perf_counter()
-        model = env.model()
+        model = env.world(env.panel.ids[i]).model()
         d = model.distance[model.initial]
         t1 = time.perf_counter()
         model.evaluate(model.uniform_policy(), gamma=0.95)
         t2 = time.perf_counter()
+        model.optimal_values(0.95)
+        t3 = time.perf_counter()
         lengths.append(int(d))
         sizes.append(model.n_states)
         build.append(t1 - t0)
         dp.append(t2 - t1)
+        vi.append(t3 - t2)
 
     def summary(xs: list[float]) -> dict[str, float]:
         return {"min": float(np.min(xs)), "mean": float(np.mean(xs)), "max": float(np.max(xs))}
@@ -557,6 +565,7 @@ def level_stats(level: str, split: str = "test", n_tasks: int | None = None) -> 
         "states": summary(sizes),
         "model_build_s": summary(build),
         "evaluate_s": summary(dp),
+        "value_iteration_s": summary(vi),
     }
 
 

@@ -83,27 +83,29 @@ class TabularModel:
         if len(self.index) != n:
             raise ValueError("state keys must be unique")
         self.actions: list[list[str]] = [list(a) for a in actions]
-        self.next_state: list[list[int]] = [list(x) for x in next_state]
-        self.reward: list[list[float]] = [[float(r) for r in x] for x in reward]
         self.terminal: np.ndarray = np.asarray(terminal, dtype=bool)
         self.initial: int = int(initial)
 
         counts = np.fromiter((len(a) for a in self.actions), dtype=np.int64, count=n)
         for s in range(n):
-            if len(self.next_state[s]) != counts[s] or len(self.reward[s]) != counts[s]:
+            if len(next_state[s]) != counts[s] or len(reward[s]) != counts[s]:
                 raise ValueError(f"state {s}: actions, next_state and reward differ in length")
             if self.terminal[s] and counts[s]:
                 raise ValueError(f"state {s} is terminal but has actions (terminals are absorbing)")
-        # Flat (CSR-like) layout for vectorised evaluation: transitions of state s are
-        # offsets[s]:offsets[s+1] of flat_next / flat_reward.
+        # Flat (CSR-like) layout: transitions of state s are offsets[s]:offsets[s+1] of
+        # flat_next / flat_reward. The ragged `next_state` / `reward` lists are views built on
+        # first use (a model of 10^5 states would otherwise hold 2 * 10^5 small lists).
         self.offsets: np.ndarray = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=self.offsets[1:])
+        total = int(self.offsets[-1])
         self.flat_next: np.ndarray = np.fromiter(
-            (x for row in self.next_state for x in row), dtype=np.int64, count=int(self.offsets[-1])
+            (x for row in next_state for x in row), dtype=np.int64, count=total
         )
         self.flat_reward: np.ndarray = np.fromiter(
-            (x for row in self.reward for x in row), dtype=np.float64, count=int(self.offsets[-1])
+            (x for row in reward for x in row), dtype=np.float64, count=total
         )
+        self._next_rows: list[list[int]] | None = None
+        self._reward_rows: list[list[float]] | None = None
         if self.flat_next.size and (self.flat_next.min() < 0 or self.flat_next.max() >= n):
             raise ValueError("next_state holds an index outside [0, n_states)")
         self.flat_state: np.ndarray = np.repeat(np.arange(n, dtype=np.int64), counts)
@@ -163,6 +165,20 @@ class TabularModel:
         return cls([key(s) for s in order], actions, nexts, rewards, terminal, initial=0)
 
     # ------------------------------------------------------------------ basic facts
+    @property
+    def next_state(self) -> list[list[int]]:
+        """``next_state[s][a]``: the state index that action a of state s leads to."""
+        if self._next_rows is None:
+            self._next_rows = [row.tolist() for row in self._ragged(self.flat_next)]
+        return self._next_rows
+
+    @property
+    def reward(self) -> list[list[float]]:
+        """``reward[s][a]``: the reward of taking action a in state s."""
+        if self._reward_rows is None:
+            self._reward_rows = [row.tolist() for row in self._ragged(self.flat_reward)]
+        return self._reward_rows
+
     @property
     def n_states(self) -> int:
         return len(self.states)
@@ -279,4 +295,6 @@ class TabularModel:
         d = self.distance
         if not np.isfinite(d[s]) or d[s] == 0:
             return []
-        return [a for a, x in zip(self.actions[s], self.next_state[s]) if d[x] == d[s] - 1]
+        lo, hi = self.offsets[s], self.offsets[s + 1]
+        on_path = d[self.flat_next[lo:hi]] == d[s] - 1
+        return [a for a, ok in zip(self.actions[s], on_path) if ok]

@@ -48,7 +48,7 @@ def test_panels_are_disjoint_and_named_by_level():
     small = KeyRoomsEnv(level="small")
 
     def layout(task_id):
-        return generate_world(task_id, "small", "1").node(0).key.split("|", 1)[1]
+        return generate_world(task_id, "small", "1").key(0).split("|", 1)[1]
 
     train = {layout(t) for t in small.task_ids("train")}
     held_out = {layout(t) for t in small.task_ids("valid")} | {
