@@ -21,6 +21,7 @@ _BUILTIN: list[tuple[str, str, dict]] = [
     ("creditgym/KeyRooms-v0", "envs.keyrooms:KeyRoomsEnv", {}),
     ("creditgym/Search-v0", "envs.search:SearchEnv", {}),
     ("creditgym/WebShop-v0", "envs.webshop:WebShopEnv", {}),
+    ("creditgym/ALFWorld-v0", "envs.alfworld:ALFWorldEnv", {}),
 ]
 
 for _id, _entry, _kwargs in _BUILTIN:
