@@ -68,7 +68,7 @@ def test_generation_is_deterministic_and_pinned():
     assert info_a["task_id"] == "small-002205"
     assert info_a["state_key"] == (
         "small-002205|at=den|doors=golden:locked"
-        "|items=golden key@den,silver coin@laundry,bottle@attic"
+        "|items=golden key@den,silver coin@laundry,bottle@laundry"
     )
 
 
