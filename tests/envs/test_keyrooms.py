@@ -279,3 +279,35 @@ def test_state_key_excludes_step_counter_and_states_recur():
     assert info["state_key"] != start
     _, _, _, _, info = env.step(f"go to {start_room}")
     assert info["action_valid"] and info["state_key"] == start
+
+
+def test_exact_values_match_monte_carlo_returns_of_the_env():
+    """V^pi(s0) from the model equals the mean discounted return of pi played in the env."""
+    gamma = 0.95
+    env = KeyRoomsEnv(level="small", split="test", max_steps=300)  # gamma^300 ~ 2e-7: negligible
+    env.reset(options={"task_id": 1})
+    model = env.model()
+    # An epsilon-soft expert: 60% on the first shortest-path action, the rest spread uniformly.
+    policy = []
+    for s, actions in enumerate(model.actions):
+        p = np.full(len(actions), 0.4 / max(1, len(actions)))
+        if actions:
+            p[actions.index(model.shortest_path_actions(s)[0])] += 0.6
+        policy.append(p)
+    exact = model.evaluate(policy, gamma).V[model.initial]
+    rng = np.random.default_rng(3)
+    returns = []
+    for _ in range(1500):
+        _, info = env.reset(options={"task_id": 1})
+        ret, discount, done = 0.0, 1.0, False
+        while not done:
+            s = model.index[info["state_key"]]
+            action = model.actions[s][rng.choice(len(policy[s]), p=policy[s])]
+            _, reward, terminated, truncated, info = env.step(action)
+            ret += discount * reward
+            discount *= gamma
+            done = terminated or truncated
+        returns.append(ret)
+    mean, sem = float(np.mean(returns)), float(np.std(returns) / np.sqrt(len(returns)))
+    assert 0.5 < exact < 9.0  # a non-trivial value, so the comparison means something
+    assert abs(mean - exact) < 4 * sem + 1e-3, (mean, exact, sem)
