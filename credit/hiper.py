@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -183,6 +184,8 @@ class HiPER(CreditModule):
 
     Config = HiPERConfig
     needs = frozenset({"values"})
+    #: The per-span advantages it returns; a policy must emit these parts (switch, subgoal, action).
+    span_names: ClassVar[tuple[str, ...]] = SPANS
 
     def validate(self) -> None:
         c = self.config
