@@ -84,7 +84,7 @@ class _HttpClient:
 class WebShopEnv(TextEnv):
     """WebShop on a generated (or the original) catalog; see the module docstring."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
     env_name: ClassVar[str] = "creditgym/WebShop-v0"
     generator_version: ClassVar[str] = GENERATOR_VERSION
     family: ClassVar[str] = "webshop"
@@ -102,11 +102,13 @@ class WebShopEnv(TextEnv):
         server_url: str | None = None,
         timeout: float = 30.0,
     ):
-        super().__init__(split=split, max_steps=max_steps, render_mode=render_mode)
         if mode not in ("text", "browser"):
             raise ValueError(f"mode must be 'text' or 'browser', got {mode!r}")
         if render_mode == "rgb_array" and mode != "browser":
             raise ValueError("render_mode='rgb_array' (a screenshot) needs mode='browser'")
+        if mode == "browser":  # screenshots exist only in a browser
+            self.metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+        super().__init__(split=split, max_steps=max_steps, render_mode=render_mode)
         self.mode = mode
         self.catalog: Catalog = cached_catalog(int(n_products), int(seed), data_path)
         self._server_spec = (int(n_products), int(seed), data_path)
@@ -181,7 +183,7 @@ class WebShopEnv(TextEnv):
     def _recover(self) -> None:
         """Restart whatever died (server, browser) so the next episode can run."""
         self._http.close()
-        if self._server is not None and not self._server.alive():
+        if self._server is not None:
             self._server.restart()
         if self._browser is not None and not self._browser.alive():
             self._browser.close()

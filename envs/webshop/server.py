@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import http.client
+import json
 import os
 import queue
 import subprocess
@@ -155,10 +157,28 @@ class ShopServer:
                     self.generation += 1
                     return
 
+    def healthy(self, timeout: float = 5.0) -> bool:
+        """Whether the process runs and answers ``/health`` with our catalog's fingerprint."""
+        if not self.alive():
+            return False
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", "/health")
+            resp = conn.getresponse()
+            return resp.status == 200 and json.loads(resp.read())["fingerprint"] == self.fingerprint
+        except (OSError, ValueError, KeyError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
     def restart(self) -> None:
-        """Start a new process if this one died (a no-op when another env already did)."""
+        """Replace the process unless it is healthy (a no-op when another env already did).
+
+        A process that is dying (killed, but its threads still exiting) or hung counts as
+        unhealthy: it is killed and a new one started.
+        """
         with self._lock:
-            if not self.alive():
+            if not self.healthy():
                 self._kill()
                 self.start()
 
