@@ -31,6 +31,7 @@ import numpy as np
 import credit
 import envs  # noqa: F401  (registers the creditgym envs)
 from agents import TabularSoftmaxAgent
+from agents.hier_tabular import HierTabularAgent
 from envs.base import Panel
 from trainers.rollout import EnvPool, collect
 
@@ -106,7 +107,9 @@ class ExactValues:
 # ----------------------------------------------------------------------------- one run
 def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str, Any]:
     module = credit.make(method, **cfg.method_options.get(method, {}))
-    agent = TabularSoftmaxAgent(lr=cfg.lr, seed=seed)
+    # A module with span advantages (HiPER) needs a policy that emits those spans.
+    hierarchical = cfg.agent == "hier_tabular" or getattr(module, "span_names", None)
+    agent = (HierTabularAgent if hierarchical else TabularSoftmaxAgent)(lr=cfg.lr, seed=seed)
     task_rng = np.random.default_rng(seed)  # same task/seed schedule for every method
     pool = EnvPool(cfg.env, cfg.groups * cfg.group_size, split="train", env_kwargs=cfg.env_kwargs)
     n_tasks = min(cfg.tasks, len(pool.panel))
@@ -283,11 +286,22 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- main
+#: Options a tabular run gives modules whose defaults read model outputs (explicit
+#: --method-options win): HiPER has no value heads here, so it runs critic-free.
+TABULAR_DEFAULTS: dict[str, dict[str, Any]] = {"hiper": {"values": "group"}}
+
+
 def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path, int]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--env", default="creditgym/KeyRooms-v0")
     p.add_argument("--env-kwargs", default="{}", help="JSON dict passed to gymnasium.make")
-    p.add_argument("--agent", default="tabular", choices=["tabular"])
+    p.add_argument(
+        "--agent",
+        default="tabular",
+        choices=["tabular", "hier_tabular"],
+        help="tabular: flat softmax policy (hierarchical for modules with span advantages, "
+        "i.e. hiper); hier_tabular: the hierarchical switch/subgoal/action policy for all",
+    )
     p.add_argument(
         "--methods", default="grpo,rloo,gigpo", help=f"comma list of {credit.available()}"
     )
@@ -313,9 +327,12 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path, int]:
         p.error(f"invalid JSON: {exc}")
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for m in methods:
-        credit.make(m, **method_options.get(m, {}))  # fails fast on unknown names/options
-        if credit.make(m).needs:
-            p.error(f"{m} needs {sorted(credit.make(m).needs)} from an LLM; use the LLM benchmark")
+        opts = {**TABULAR_DEFAULTS.get(m, {}), **method_options.get(m, {})}
+        if opts:
+            method_options[m] = opts  # recorded in the summary's config
+        module = credit.make(m, **opts)  # fails fast on unknown names/options
+        if module.needs:
+            p.error(f"{m} needs {sorted(module.needs)} from an LLM; use the LLM benchmark")
     if a.eval_every < 1 or a.iterations < 1 or a.seeds < 1:
         p.error("--iterations, --seeds and --eval-every must be >= 1")
     cfg = BenchConfig(
