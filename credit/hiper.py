@@ -52,7 +52,6 @@ from credit.base import CreditModule, check_choice, register
 from credit.ppo import CriticAdvantages, step_value, whiten
 from credit.trajectory import (
     DEFAULT_INVALID_PENALTY,
-    Step,
     Trajectory,
     TrajectoryGroup,
     discounted_returns,
@@ -88,42 +87,42 @@ class HiPERConfig:
     """Subtracted from a step's reward when its action was invalid."""
 
 
-def is_switch(step: Step, t: int) -> bool:
-    """Whether turn t starts a segment (turn 0 always does)."""
-    if t == 0:
-        return True
-    switch = step.extras.get("switch")
-    if switch is None:
-        if not step.valid:
-            return False  # a malformed turn: no parsed switch, counted as KEEP
-        raise ValueError(
-            "hiper needs Step.extras['switch'] ('KEEP' or 'SWITCH') on every valid turn; use an "
-            "agent with the HiPER output format (LLM output_format='hiper', or HierTabularAgent)"
-        )
-    return str(switch).upper() == "SWITCH"
+MISSING_SWITCH = (
+    "hiper needs Step.extras['switch'] ('KEEP' or 'SWITCH') on every valid turn; use an agent "
+    "with the HiPER output format (LLM output_format='hiper', or HierTabularAgent)"
+)
 
 
 def hiper_rewards(traj: Trajectory, config: HiPERConfig) -> tuple[np.ndarray, np.ndarray, int]:
-    """Penalised rewards r_t, the segment-start mask, and the number of consistency violations."""
+    """Penalised rewards r_t, the segment-start mask, and the number of consistency violations.
+
+    Turn 0 and SWITCH turns start segments. Keep and consistency penalties apply to well-formed
+    KEEP turns after turn 0; a malformed turn without a parsed switch is a KEEP without them.
+    """
     c = config
-    n = len(traj)
-    r = traj.rewards(c.invalid_penalty)
-    starts = np.array([is_switch(s, t) for t, s in enumerate(traj.steps)], dtype=bool)
-    # Penalties apply to well-formed KEEP turns after turn 0.
-    keep = np.array(
-        [t > 0 and not starts[t] and "switch" in s.extras for t, s in enumerate(traj.steps)],
-        dtype=bool,
-    )
-    if keep.any() and c.keep_penalty:
-        per = c.keep_penalty if c.keep_mode == "per_turn" else c.keep_penalty / n
-        r[keep] -= per
+    steps = traj.steps
+    per = c.keep_penalty if c.keep_mode == "per_turn" else c.keep_penalty / max(len(steps), 1)
+    r, starts = [], []
     violations = 0
-    for t in np.flatnonzero(keep):
-        prev = traj.steps[t - 1].extras.get("subgoal")
-        if prev is not None and traj.steps[t].extras.get("subgoal") != prev:
-            r[t] -= c.consistency_penalty
-            violations += 1
-    return r, starts, violations
+    prev_goal = None
+    for t, s in enumerate(steps):
+        x = s.reward - (0.0 if s.valid else c.invalid_penalty)
+        switch = s.extras.get("switch")
+        goal = s.extras.get("subgoal")
+        if switch is None and s.valid and t > 0:
+            raise ValueError(MISSING_SWITCH)
+        start = (
+            t == 0 or switch == "SWITCH" or (switch is not None and str(switch).upper() == "SWITCH")
+        )
+        if not start and switch is not None:
+            x -= per
+            if prev_goal is not None and goal != prev_goal:
+                x -= c.consistency_penalty
+                violations += 1
+        r.append(x)
+        starts.append(start)
+        prev_goal = goal
+    return np.asarray(r, dtype=np.float64), np.asarray(starts, dtype=bool), violations
 
 
 def hierarchical_advantages(
@@ -140,10 +139,15 @@ def hierarchical_advantages(
     """
     c = config
     n = len(r)
-    a_high = np.full(n, np.nan)
-    a_low = np.empty(n)
-    a_term = np.empty(n)
-    g_ret = np.empty(n)
+    a_high = [float("nan")] * n
+    a_low = [0.0] * n
+    a_term = [0.0] * n
+    g_ret = [0.0] * n
+    # Python floats and lists: this loop runs once per step of the batch.
+    r, starts = np.asarray(r, np.float64).tolist(), np.asarray(starts, bool).tolist()
+    v_high, v_low = np.asarray(v_high, np.float64).tolist(), np.asarray(v_low, np.float64).tolist()
+    v_term = np.asarray(v_term, np.float64).tolist()
+    gamma, lam_turn, lam_seg = c.gamma, c.lam_turn, c.lam_seg
     next_high_v = 0.0  # V_high of the next segment's start (0 after the last segment)
     next_high_a = 0.0  # A_high of the next segment
     seg_disc = 1.0  # gamma^{d_k} of the segment being traversed
@@ -156,19 +160,19 @@ def hierarchical_advantages(
             next_low_v = boot
         else:
             next_low_v = v_low[t + 1]
-        ret = r[t] + c.gamma * ret
+        ret = r[t] + gamma * ret
         g_ret[t] = ret
         a_term[t] = ret - v_term[t]
-        low_adv = r[t] + c.gamma * next_low_v - v_low[t] + c.gamma * c.lam_turn * low_adv
+        low_adv = r[t] + gamma * next_low_v - v_low[t] + gamma * lam_turn * low_adv
         a_low[t] = low_adv
-        seg_ret = r[t] + c.gamma * seg_ret
-        seg_disc *= c.gamma
+        seg_ret = r[t] + gamma * seg_ret
+        seg_disc *= gamma
         if starts[t]:
             delta = seg_ret + seg_disc * next_high_v - v_high[t]
-            next_high_a = delta + seg_disc * c.lam_seg * next_high_a
+            next_high_a = delta + seg_disc * lam_seg * next_high_a
             a_high[t] = next_high_a
             next_high_v = v_high[t]
-    return a_high, a_low, a_term, g_ret
+    return np.array(a_high), np.array(a_low), np.array(a_term), np.array(g_ret)
 
 
 def _zscore_finite(x: np.ndarray) -> np.ndarray:
@@ -197,8 +201,20 @@ class HiPER(CreditModule):
         # Critic-free HiPER needs nothing from the model (an instance attribute).
         self.needs = frozenset({"values"}) if c.values == "critic" else frozenset()
 
-    def _values(self, traj: Trajectory, head: str) -> np.ndarray:
-        return np.array([step_value(s, head, "hiper") for s in traj.steps])
+    @staticmethod
+    def _values(traj: Trajectory, starts: np.ndarray) -> tuple[np.ndarray, ...]:
+        """V_high (NaN off boundaries), V_low, V_term of one trajectory from `Step.values`."""
+        try:
+            rows = [
+                (s.values["high"] if b else np.nan, s.values["low"], s.values["term"])
+                for s, b in zip(traj.steps, starts)
+            ]
+        except (KeyError, TypeError):  # name the missing head in a clear error
+            for s, b in zip(traj.steps, starts):
+                for head in ("high", "low", "term") if b else ("low", "term"):
+                    step_value(s, head, "hiper")
+            raise
+        return tuple(np.array(col, dtype=np.float64) for col in zip(*rows))
 
     def compute(self, groups: Sequence[TrajectoryGroup]) -> CriticAdvantages:
         c = self.config
@@ -221,11 +237,7 @@ class HiPER(CreditModule):
                 if c.values == "group":
                     vh, vl, vt = np.full(n, mean_bnd), np.full(n, mean_all), np.full(n, mean_all)
                 else:
-                    vh = np.array(
-                        [step_value(s, "high", "hiper") if starts[t] else np.nan
-                         for t, s in enumerate(traj.steps)]
-                    )  # fmt: skip
-                    vl, vt = self._values(traj, "low"), self._values(traj, "term")
+                    vh, vl, vt = self._values(traj, starts)
                 a_high, a_low, a_term, g_ret = hierarchical_advantages(r, starts, vh, vl, vt, c)
                 parts["high"].append(a_high)
                 parts["low"].append(a_low)

@@ -44,8 +44,22 @@ def synthetic_batch(groups: int, size: int, steps: int, states: int = 40, seed: 
                     ]
                 )
             )
+            fill_model_fields(trajs[-1], rng)
         out.append(TrajectoryGroup(trajectories=trajs))
     return out
+
+
+def fill_model_fields(traj: Trajectory, rng: np.random.Generator) -> None:
+    """What the trainer fills for modules that need model outputs (values, token entropies,
+    answer log-probs) and what a HiPER policy emits (switch, subgoal), so every module is timed."""
+    for t, step in enumerate(traj.steps):
+        step.values = {h: float(rng.normal()) for h in ("v", "high", "low", "term")}
+        step.entropies = rng.random(32)
+        step.answer_logprob_before, step.answer_logprob_after = (-3 * rng.random(2)).tolist()
+        switch = "SWITCH" if t == 0 or rng.random() < 0.3 else "KEEP"
+        step.extras = {"switch": switch, "subgoal": f"subgoal {rng.integers(4)}"}
+        step.info = {"ground_truth": "the answer"}
+    traj.steps[-1].action = "<answer>an answer</answer>"
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -72,8 +86,6 @@ def main() -> None:
     }
     for name in args.methods.split(","):
         module = credit.make(name)
-        if module.needs:
-            continue  # modules needing model outputs are timed in the LLM benchmark
         module(batch)  # warm-up
         result[f"{name}_ms"] = round(median_ms(lambda m=module: m(batch), args.repeats), 3)
 
