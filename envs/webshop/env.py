@@ -38,6 +38,23 @@ from envs.webshop.server import ShopServer
 SEARCH_PLACEHOLDER = "search[<your query>]"
 _ACTION_RE = re.compile(r"^\s*(search|click)\s*\[(.*)\]\s*$", re.IGNORECASE | re.DOTALL)
 MAX_RESULT_PAGES = SEARCH_RETURN_N // 10
+_PAGE_KINDS = frozenset(
+    ["search", "results", "item", "item-description", "item-features", "item-reviews", "done"]
+)
+
+
+def _text_image(text: str, width: int = 100) -> np.ndarray:
+    """`text` wrapped at `width` characters, drawn black on white (PIL's default font)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    lines = textwrap.wrap(text, width) or [""]
+    image = Image.new("RGB", (8 * width + 16, 14 * len(lines) + 16), "white")
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((8, 8 + 14 * i), line, fill="black")
+    return np.asarray(image)
 
 
 class ShopUnavailable(RuntimeError):
@@ -84,7 +101,7 @@ class _HttpClient:
 class WebShopEnv(TextEnv):
     """WebShop on a generated (or the original) catalog; see the module docstring."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
     env_name: ClassVar[str] = "creditgym/WebShop-v0"
     generator_version: ClassVar[str] = GENERATOR_VERSION
     family: ClassVar[str] = "webshop"
@@ -104,10 +121,6 @@ class WebShopEnv(TextEnv):
     ):
         if mode not in ("text", "browser"):
             raise ValueError(f"mode must be 'text' or 'browser', got {mode!r}")
-        if render_mode == "rgb_array" and mode != "browser":
-            raise ValueError("render_mode='rgb_array' (a screenshot) needs mode='browser'")
-        if mode == "browser":  # screenshots exist only in a browser
-            self.metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
         super().__init__(split=split, max_steps=max_steps, render_mode=render_mode)
         self.mode = mode
         self.catalog: Catalog = cached_catalog(int(n_products), int(seed), data_path)
@@ -178,6 +191,8 @@ class WebShopEnv(TextEnv):
             raise ShopUnavailable("the shop server was restarted; this episode's session is gone")
         if page.kind == "error":
             raise ShopUnavailable(f"the shop lost this session: {page.observation()}")
+        if page.kind not in _PAGE_KINDS:  # e.g. the browser's own "site can't be reached" page
+            raise ShopUnavailable(f"not a shop page: {page.observation()[:200]}")
         return page
 
     def _recover(self) -> None:
@@ -272,8 +287,12 @@ class WebShopEnv(TextEnv):
         }
 
     def render(self) -> Any:
+        """``ansi``: the observation text. ``rgb_array``: in browser mode a screenshot of the
+        page; in text mode the observation text drawn as an image (there is no browser)."""
         if self.render_mode == "rgb_array":
-            return self.screenshot()
+            if self.mode == "browser" and self._browser is not None:
+                return self.screenshot()
+            return _text_image(self._last_obs)
         return super().render()
 
     def screenshot(self) -> np.ndarray:

@@ -332,8 +332,11 @@ def test_concurrent_sessions_on_one_server():
 def test_gymnasium_make_kwargs_and_errors():
     with pytest.raises(ValueError, match="mode"):
         gymnasium.make(ENV_ID, mode="vr")
-    with pytest.raises(ValueError, match="rgb_array"):
-        WebShopEnv(render_mode="rgb_array")
+    drawn = WebShopEnv(split="test", render_mode="rgb_array")
+    drawn.reset(options={"task_id": 0})
+    image = drawn.render()  # text mode: the observation drawn as an image
+    assert image.ndim == 3 and image.shape[2] == 3 and image.min() < 50 and image.max() == 255
+    drawn.close()
     with pytest.raises(ValueError, match="split"):
         gymnasium.make(ENV_ID, split="dev")
     e = envs.make(ENV_ID, split="test")
