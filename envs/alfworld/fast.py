@@ -265,7 +265,12 @@ class FastAlfred:
         self.on = set(g.init_flags["ison"])
         self.toggled = set(g.init_flags["istoggled"])
         self._admissible: dict[str, tuple] | None = None
-        return "-= Welcome to TextWorld, ALFRED! =-\n\n" + self._look() + "\n\n" + self._task()
+        return (
+            "-= Welcome to TextWorld, ALFRED! =-\n\n"
+            + self._look(intro=True)
+            + "\n\n"
+            + self._task()
+        )
 
     # ------------------------------------------------------------------ text
     def _task(self) -> str:
@@ -321,11 +326,14 @@ class FastAlfred:
             return f"This is a sliced {name}."
         return f"There's nothing special about {name}."
 
-    def _look(self) -> str:
+    def _look(self, intro: bool = False) -> str:
         here = self.game.loc_receps.get(self.loc, [])
         if here:
-            return f"You are facing the {listing([self._n(r) for r in here])}. Next to it, you see nothing."
-        around = listing([self._a(r) for r in self.game.receptacles])
+            names = listing([self._n(r) for r in here])
+            return f"You are facing the {names}. Next to it, you see nothing."
+        # The intro's grammar context binds no location, so it lists every receptacle; the look
+        # action binds the agent's location, which has none.
+        around = listing([self._a(r) for r in self.game.receptacles] if intro else [])
         return f"You are in the middle of a room. Looking quickly around you, you see {around}."
 
     # ------------------------------------------------------------------ rules
