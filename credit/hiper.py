@@ -1,7 +1,8 @@
 """HiPER: hierarchical plan/execute with hierarchical advantage estimation (arXiv 2602.16165).
 
 Every turn the policy writes ``<switch>KEEP|SWITCH</switch><subgoal>...</subgoal><action>...
-</action>`` (parsed by the agent into ``Step.extras["switch"]`` and ``["subgoal"]``). Turn 0 and
+</action>`` (parsed by the agent into ``Step.extras["switch"]`` and ``["subgoal"]``, or the LLM agent's
+``Step.extras["parsed"]``). Turn 0 and
 every SWITCH turn start a segment; segment k covers turns b_k .. e_k - 1 and lasts d_k turns.
 
 Rewards: r_t = env reward - invalid-action penalty - keep penalty - consistency penalty, where
@@ -52,6 +53,7 @@ from credit.base import CreditModule, check_choice, register
 from credit.ppo import CriticAdvantages, step_value, whiten
 from credit.trajectory import (
     DEFAULT_INVALID_PENALTY,
+    Step,
     Trajectory,
     TrajectoryGroup,
     discounted_returns,
@@ -93,6 +95,14 @@ MISSING_SWITCH = (
 )
 
 
+def parsed_field(step: Step, name: str) -> str | None:
+    """``extras[name]`` (tabular agents) or ``extras["parsed"][name]`` (the LLM agent's parse)."""
+    value = step.extras.get(name)
+    if value is None:
+        value = (step.extras.get("parsed") or {}).get(name)
+    return value
+
+
 def hiper_rewards(traj: Trajectory, config: HiPERConfig) -> tuple[np.ndarray, np.ndarray, int]:
     """Penalised rewards r_t, the segment-start mask, and the number of consistency violations.
 
@@ -107,8 +117,7 @@ def hiper_rewards(traj: Trajectory, config: HiPERConfig) -> tuple[np.ndarray, np
     prev_goal = None
     for t, s in enumerate(steps):
         x = s.reward - (0.0 if s.valid else c.invalid_penalty)
-        switch = s.extras.get("switch")
-        goal = s.extras.get("subgoal")
+        switch, goal = parsed_field(s, "switch"), parsed_field(s, "subgoal")
         if switch is None and s.valid and t > 0:
             raise ValueError(MISSING_SWITCH)
         start = (

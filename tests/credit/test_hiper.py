@@ -125,3 +125,15 @@ def test_switch_is_required_but_a_malformed_turn_counts_as_keep():
     # Turn 2 no longer starts a segment: one segment (turn 0) for the whole trajectory.
     assert adv.diagnostics["segments_per_traj"] == 1
     assert credit.make("hiper").needs == {"values"}
+
+
+def test_reads_the_llm_agents_parsed_fields():
+    # The LLM agent records its parse under extras["parsed"]; the result must be identical.
+    t = hier_traj()
+    for s in t.steps:
+        s.extras = {"parsed": dict(s.extras), "format_error": ""}
+    mod = credit.make("hiper", **NO_PENALTY)
+    a = mod([TrajectoryGroup(trajectories=[t])])
+    b = mod([TrajectoryGroup(trajectories=[hier_traj()])])
+    for name in ("switch", "subgoal", "action"):
+        np.testing.assert_allclose(a.spans[name], b.spans[name])
