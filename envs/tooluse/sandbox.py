@@ -99,16 +99,16 @@ def isolation_problem() -> str | None:
     return None
 
 
-def _cut(text: str, limit: int) -> tuple[str, bool]:
-    if len(text) <= limit:
-        return text, False
-    return text[:limit] + f"\n...[output truncated: {len(text) - limit} more characters]", True
-
-
-def _read(path: Path, limit_chars: int) -> str:
-    # Read a little more than the budget: enough to know that it was exceeded.
+def _read_cut(path: Path, limit: int) -> tuple[str, bool]:
+    """The first `limit` characters of an output file, with a marker when there was more."""
+    size = path.stat().st_size
     with path.open("rb") as fh:
-        return fh.read(limit_chars * 4 + 16).decode("utf-8", errors="replace")
+        text = fh.read(limit * 4 + 4).decode("utf-8", errors="replace")
+    if len(text) <= limit and size <= limit * 4 + 4:
+        return text, False
+    return text[
+        :limit
+    ] + f"\n...[output truncated after {limit} characters; {size} bytes in all]", True
 
 
 class PythonSandbox:
@@ -204,12 +204,12 @@ class PythonSandbox:
                     code_rc = proc.wait(timeout=lim.wall_time_s)
                 except subprocess.TimeoutExpired:
                     timed_out = True
-                    _kill_group(proc)
-                    code_rc = proc.wait()
-                _kill_group(proc)  # whatever the program left behind in its session
+                    code_rc = _stop(proc, namespaced=self.isolation == "namespace")
+                if self.isolation == "none":
+                    _kill_group(proc)  # whatever the program left behind in its session
             duration = time.perf_counter() - start
-            stdout, cut_out = _cut(_read(stdout_path, lim.max_output_chars), lim.max_output_chars)
-            stderr, cut_err = _cut(_read(stderr_path, lim.max_output_chars), lim.max_output_chars)
+            stdout, cut_out = _read_cut(stdout_path, lim.max_output_chars)
+            stderr, cut_err = _read_cut(stderr_path, lim.max_output_chars)
             error = _explain(code_rc, timed_out, stderr, lim, stdout_path, stderr_path)
             return SandboxResult(
                 stdout, stderr, code_rc, error, timed_out, duration, cut_out or cut_err
@@ -240,6 +240,29 @@ def _unisolated_limits(config: dict) -> None:
     fsize = config["file_mb"] * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _stop(proc: subprocess.Popen, namespaced: bool) -> int:
+    """Kill a run that overstayed, and return once all of its processes are gone.
+
+    With namespaces, killing the namespace's PID 1 (unshare's child) makes the kernel kill and
+    reap every process inside before that PID 1 exits; unshare then reaps it and exits itself.
+    Killing unshare first would leave that teardown to the machine's init, asynchronously.
+    """
+    if namespaced:
+        try:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)
+        try:
+            return proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    _kill_group(proc)
+    return proc.wait()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
