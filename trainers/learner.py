@@ -436,42 +436,9 @@ class Learner:
             n_mb = min(self.config.mini_batches, len(samples))
             for chunk in np.array_split(order, n_mb):
                 mb = [samples[i] for i in chunk]
-                denom = sum(s.num_tokens for s in mb)
-                for micro in self._micro_batches(mb):
-                    logp, ent, vals = self._forward(micro, entropy=True, values=want_values)
-                    old = torch.cat([s.old_logp for s in micro])
-                    ref = (
-                        torch.cat([s.ref_logp for s in micro])
-                        if all(s.ref_logp is not None for s in micro)
-                        else None
-                    )
-                    adv = torch.cat([adv_of[id(s)] for s in micro])
-                    terms = policy_loss(
-                        logp,
-                        old,
-                        adv,
-                        torch.ones_like(logp),
-                        denom,
-                        ref_logp=ref,
-                        entropy=ent,
-                        clip_low=self.config.clip_low,
-                        clip_high=self.config.clip_high,
-                        kl_coef=self.config.kl_coef,
-                        kl_type=self.config.kl_type,
-                        entropy_coef=self.config.entropy_coef,
-                    )
-                    loss = terms.loss
-                    if want_values:
-                        vloss = self._value_loss(micro, vals, advantages, len(mb))
-                        loss = loss + self.config.value_coef * vloss
-                        sums["value"] += float(vloss.detach())
-                    loss.backward()
-                    sums["pg"] += float(terms.pg)
-                    sums["kl"] += float(terms.kl)
-                    sums["entropy"] += float(terms.entropy)
-                    sums["approx_kl"] += float(terms.approx_kl_old)
-                    clipped += float(terms.clip_count)
-                    tokens += sum(s.num_tokens for s in micro)
+                c, t = self._backward_minibatch(mb, adv_of, advantages, want_values, sums)
+                clipped += c
+                tokens += t
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
                 if self.config.max_grad_norm > 0:
                     norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
@@ -501,6 +468,54 @@ class Learner:
         if want_values:
             metrics["train/value_loss"] = per_step["value"]
         return metrics
+
+    def _backward_minibatch(
+        self,
+        mb: list[_Sample],
+        adv_of: dict[int, torch.Tensor],
+        advantages: Advantages,
+        want_values: bool,
+        sums: dict[str, float],
+    ) -> tuple[float, int]:
+        """Accumulate the gradient of one mini-batch's token-mean loss over its micro-batches.
+
+        Returns the number of clipped tokens and of loss tokens; adds loss parts to ``sums``.
+        """
+        denom = sum(s.num_tokens for s in mb)
+        clipped, tokens = 0.0, 0
+        for micro in self._micro_batches(mb):
+            logp, ent, vals = self._forward(micro, entropy=True, values=want_values)
+            old = torch.cat([s.old_logp for s in micro])
+            ref = None
+            if all(s.ref_logp is not None for s in micro):
+                ref = torch.cat([s.ref_logp for s in micro])
+            terms = policy_loss(
+                logp,
+                old,
+                torch.cat([adv_of[id(s)] for s in micro]),
+                torch.ones_like(logp),
+                denom,
+                ref_logp=ref,
+                entropy=ent,
+                clip_low=self.config.clip_low,
+                clip_high=self.config.clip_high,
+                kl_coef=self.config.kl_coef,
+                kl_type=self.config.kl_type,
+                entropy_coef=self.config.entropy_coef,
+            )
+            loss = terms.loss
+            if want_values:
+                vloss = self._value_loss(micro, vals, advantages, len(mb))
+                loss = loss + self.config.value_coef * vloss
+                sums["value"] += float(vloss.detach())
+            loss.backward()
+            sums["pg"] += float(terms.pg)
+            sums["kl"] += float(terms.kl)
+            sums["entropy"] += float(terms.entropy)
+            sums["approx_kl"] += float(terms.approx_kl_old)
+            clipped += float(terms.clip_count)
+            tokens += sum(s.num_tokens for s in micro)
+        return clipped, tokens
 
     def _token_advantages(self, sample: _Sample, advantages: Advantages) -> torch.Tensor:
         """Each step's advantage on its own response tokens; span-routed when given."""
@@ -567,7 +582,8 @@ class Learner:
             "finetune": self.config.finetune,
             "model": weights,
             "value_heads": None if self.value_heads is None else self.value_heads.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            # deep copy: the optimizer's own dict shares its live moment tensors
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "updates": self.updates,
             "config": asdict(self.config),
         }
