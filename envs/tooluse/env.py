@@ -18,6 +18,7 @@ distinct successful read-only calls made so far (the information the agent has g
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Sequence
@@ -176,7 +177,7 @@ class ToolUseEnv(TextEnv):
             "state_key": json.dumps(key, sort_keys=True, ensure_ascii=False, separators=(",", ":")),
         }
         if t.goal:
-            info["goal"] = t.goal
+            info["goal"] = copy.deepcopy(t.goal)
         return info
 
     # ----------------------------------------------------------------- oracle

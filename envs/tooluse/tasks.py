@@ -354,6 +354,18 @@ RG_TASKS = (
 )
 
 
+def _rg_checker(dataset: Any, entry: dict[str, Any]) -> Callable[[str], bool]:
+    """reasoning-gym's own verifier; some raise on malformed answers, which simply lose."""
+
+    def check(text: str) -> bool:
+        try:
+            return dataset.score_answer(text, entry) >= 1.0
+        except Exception:  # noqa: BLE001 - any failure to parse the answer means it is wrong
+            return False
+
+    return check
+
+
 def reasoning_task(task_id: str, rng: np.random.Generator, python_tool: Tool) -> Task:
     import reasoning_gym
 
@@ -369,7 +381,7 @@ def reasoning_task(task_id: str, rng: np.random.Generator, python_tool: Tool) ->
         "inside <answer></answer>.",
         [CALCULATOR, python_tool],
         str(entry["answer"]),
-        lambda text: dataset.score_answer(text, entry) >= 1.0,
+        _rg_checker(dataset, entry),
         [first, answer(str(entry["answer"]))],
         goal={"reasoning_gym_task": name},
     )
