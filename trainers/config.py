@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "AgentConfig",
@@ -80,6 +87,11 @@ class AgentConfig(_Section):
     """Nucleus sampling mass during training rollouts."""
     max_new_tokens: int = Field(64, ge=1)
     """Generated tokens per turn at most."""
+    context: Literal["steps", "concat"] = "steps"
+    """"steps": a fresh prompt per turn; "concat": the episode is one growing token sequence
+    (the learner's ``context`` option must match)."""
+    admissible_limit: int | None = Field(50, ge=1)
+    """List at most this many admissible actions in the prompt (None: all)."""
 
 
 class BackendConfig(_Section):
@@ -182,6 +194,23 @@ class TrainConfig(_Section):
         learner_config(value)  # raises with the nearest field names
         return value
 
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TrainConfig:
+        temp = self.learner.get("temperature")
+        if temp is not None and self.agent.temperature > 0 and temp != self.agent.temperature:
+            raise ValueError(
+                f"learner.temperature={temp} differs from agent.temperature="
+                f"{self.agent.temperature}: the learner must score tokens at the sampling "
+                "temperature (leave learner.temperature unset to follow the agent)"
+            )
+        ctx = self.learner.get("context")
+        if ctx is not None and ctx != self.agent.context:
+            raise ValueError(
+                f"learner.context={ctx!r} differs from agent.context={self.agent.context!r} "
+                "(leave learner.context unset to follow the agent)"
+            )
+        return self
+
     @property
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
@@ -247,7 +276,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     candidates = valid_keys()
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
         if err["type"] == "extra_forbidden":
             lines.append(_unknown_message(loc, candidates))
         elif err["type"] == "value_error":

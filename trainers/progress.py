@@ -39,7 +39,7 @@ def format_summary(iteration: int, total: int, metrics: dict[str, Any]) -> str:
         f"success {_fmt(metrics.get('rollout/success'), '.2f')}",
         f"return {_fmt(metrics.get('rollout/mean_return'), '.2f')}",
         f"invalid {_fmt(metrics.get('rollout/invalid_rate'), '.2f')}",
-        f"loss {_fmt(metrics.get('train/loss'), '.4f')}",
+        f"pg_loss {_fmt(metrics.get('train/pg_loss'), '.4f')}",
         f"kl {_fmt(metrics.get('train/kl'), '.4f')}",
         f"clip {_fmt(metrics.get('train/clip_frac'), '.3f')}",
     ]

@@ -276,8 +276,8 @@ class Trainer:
         self._built = False
 
     # ------------------------------------------------------------------ setup
-    def build(self) -> None:
-        """Load the model, learner, backend, agent, env pools and credit module."""
+    def build(self, pools: bool = True) -> None:
+        """Load the model, learner, backend, agent, credit module and (optionally) env pools."""
         from agents.backends import make_backend
         from agents.llm import LLMAgent
         from agents.models import resolve_model
@@ -286,7 +286,11 @@ class Trainer:
         cfg = self.config
         _seed_everything(cfg.seed)
         self.model_path = resolve_model(cfg.model.name)
-        self.learner = Learner(learner_config(cfg.learner), self.model_path)
+        learner_options = dict(cfg.learner)
+        # The learner scores tokens at the sampling temperature, in the agent's context mode.
+        learner_options.setdefault("temperature", cfg.agent.temperature or 1.0)
+        learner_options.setdefault("context", cfg.agent.context)
+        self.learner = Learner(learner_config(learner_options), self.model_path)
         backend_kwargs = dict(cfg.backend.kwargs)
         if cfg.backend.name == "hf":
             backend_kwargs.setdefault("model", self.learner.model)
@@ -310,7 +314,14 @@ class Trainer:
             max_prompt_tokens=cfg.agent.max_prompt_tokens,
             sampling=self.sampling,
             output_format=cfg.agent.output_format,
+            context=cfg.agent.context,
+            admissible_limit=cfg.agent.admissible_limit,
         )
+        self.credit = credit.make(cfg.credit.name, **cfg.credit.options)
+        self.eval_history: list[dict[str, Any]] = []
+        self._built = True
+        if not pools:
+            return
         b, g = cfg.rollout.tasks_per_iteration, cfg.rollout.group_size
         self.pool = EnvPool(cfg.env.id, b * g, split=cfg.env.train_split, env_kwargs=cfg.env.kwargs)
         self.eval_pool: EnvPool | None = None
@@ -322,9 +333,16 @@ class Trainer:
                 env_kwargs=cfg.env.kwargs,
             )
         self.sampler = TaskSampler(len(self.pool.panel), cfg.seed)
-        self.credit = credit.make(cfg.credit.name, **cfg.credit.options)
-        self.eval_history: list[dict[str, Any]] = []
-        self._built = True
+
+    def load_latest_weights(self) -> int:
+        """Load the newest checkpoint's learner state (for evaluation); return its iteration."""
+        path = latest_checkpoint(self.folder.checkpoints)
+        if path is None:
+            return 0
+        ckpt = load_checkpoint(path)
+        self.learner.load_state_dict(ckpt.learner)
+        self._sync()
+        return ckpt.iteration
 
     def _write_meta(self) -> None:
         import transformers
@@ -393,7 +411,9 @@ class Trainer:
     # ------------------------------------------------------------------ phases
     def _sync(self) -> float:
         """Send the learner's weights to the generation backend; return its reported seconds."""
-        seconds = self.backend.sync_weights(self.learner.model)
+        # hf shares (or swaps in) the module; engines reload from the learner's merged export.
+        target = self.learner.model if self.config.backend.name == "hf" else self.learner
+        seconds = self.backend.sync_weights(target)
         return float(seconds or 0.0)
 
     def evaluate(self, iteration: int) -> dict[str, Any]:
@@ -409,6 +429,8 @@ class Trainer:
         finally:
             self.agent.sampling = previous
         self.timed.take()
+        agent_metrics = self.agent.metrics(reset=True)
+        result["format_error_rate"] = agent_metrics["format_error_rate"]
         self.folder.write_json(
             self.folder.eval_report(iteration), result | {"iteration": iteration}
         )
@@ -441,12 +463,14 @@ class Trainer:
         times["generate"], gen_tokens = self.timed.take()
         times["env"] = batch.stats.get("time_env_s", 0.0)
         times["prompt"] = max(batch.stats.get("time_agent_s", 0.0) - times["generate"], 0.0)
+        agent_metrics = self.agent.metrics(reset=True)
         groups = [grp for grp in batch.groups if len(grp.trajectories) > 0]
         metrics: dict[str, Any] = {f"rollout/{k_}": v for k_, v in batch.stats.items()}
         metrics.pop("rollout/time_env_s", None)
         metrics.pop("rollout/time_agent_s", None)
         metrics["rollout/generated_tokens"] = float(gen_tokens)
         metrics["rollout/tasks"] = [int(t) for t in tasks]
+        metrics.update({f"agent/{k_}": v for k_, v in agent_metrics.items()})
 
         advantages = None
         steps = flat_steps(groups)
@@ -490,9 +514,6 @@ class Trainer:
             self.folder.write_jsonl(
                 self.folder.trajectories(k), trajectory_rows(k, groups, advantages)
             )
-        agent_metrics = getattr(self.agent, "metrics", None)
-        if callable(agent_metrics):
-            metrics.update({_prefixed("rollout", k_): v for k_, v in agent_metrics().items()})
         times["dump"] = time.perf_counter() - t0
 
         times["eval"] = t_eval

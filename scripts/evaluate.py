@@ -1,0 +1,162 @@
+"""Evaluate a model (or a training run's latest checkpoint) on a task panel; write a JSON report.
+
+    python scripts/evaluate.py --model smollm2-135m --env creditgym/KeyRooms-v0 \
+        --env-kwargs '{"level": "small"}' --panel valid --tasks 50 --out report.json
+    python scripts/evaluate.py --run runs/demo --panel test --tasks 100
+
+One episode per task on the first ``--tasks`` tasks of the panel, with fixed reset seeds, so two
+reports with the same panel hash are comparable. The report holds success overall and per task
+type, mean return, invalid-action rate, the per-task results, the panel hash and the settings.
+``--model`` takes "smollm2-135m" (default), "tiny", a local Hugging Face folder or a hub id;
+``--backend openai`` (evaluation only) takes ``--backend-kwargs '{"base_url": ...}'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainers.config import AgentConfig, ConfigError
+from trainers.evaluation import evaluate_policy
+from trainers.rollout import EnvPool
+
+
+def _json_dict(parser: argparse.ArgumentParser, text: str, flag: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        parser.error(f"{flag} must be a JSON object: {exc}")
+    if not isinstance(value, dict):
+        parser.error(f"{flag} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None, help="model name, HF folder or hub id")
+    src.add_argument("--run", help="a run folder: evaluate its latest checkpoint, its settings")
+    p.add_argument("--env", help="registered env id (default: the run's)")
+    p.add_argument("--env-kwargs", default=None, help="JSON dict for gymnasium.make")
+    p.add_argument("--panel", default="valid", help="split: train, valid or test")
+    p.add_argument("--tasks", type=int, default=50, help="first N tasks of the panel")
+    p.add_argument("--backend", default="hf", help="hf, vllm, vllm-server or openai")
+    p.add_argument("--backend-kwargs", default="{}", help="JSON dict for the backend")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    p.add_argument("--seed", type=int, default=1234, help="reset and sampling seed")
+    p.add_argument("--history-length", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--output-format", default=None, help="action, search, tool or hiper")
+    p.add_argument("--out", help="report path (default: <run>/eval/<panel>.json or stdout only)")
+    args = p.parse_args(argv)
+    backend_kwargs = _json_dict(p, args.backend_kwargs, "--backend-kwargs")
+
+    import torch
+
+    from agents.backends import make_backend
+    from agents.backends.base import SamplingConfig
+    from agents.llm import LLMAgent
+    from trainers.train import _seed_everything
+
+    _seed_everything(args.seed)
+    if args.run:
+        from trainers.train import Trainer, load_run_config
+
+        try:
+            config = load_run_config(args.run)
+        except (ConfigError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        trainer = Trainer(config, run_dir=args.run, resume=True)
+        trainer.build(pools=False)
+        iteration = trainer.load_latest_weights()
+        agent_cfg = config.agent
+        env_id = args.env or config.env.id
+        env_kwargs = config.env.kwargs if args.env_kwargs is None else None
+        agent = trainer.agent
+        backend = trainer.backend
+        model_name = f"{args.run} (iteration {iteration})"
+    else:
+        from transformers import AutoTokenizer
+
+        from agents.models import resolve_model
+
+        if not args.env:
+            p.error("--env is required with --model")
+        agent_cfg = AgentConfig()
+        env_id = args.env
+        env_kwargs = None
+        model_name = args.model or "smollm2-135m"
+        path = resolve_model(model_name)
+        backend = make_backend(args.backend, path, **backend_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        agent = None
+    if env_kwargs is None:
+        env_kwargs = _json_dict(p, args.env_kwargs or "{}", "--env-kwargs")
+    overrides = {
+        k: v
+        for k, v in {
+            "history_length": args.history_length,
+            "max_new_tokens": args.max_new_tokens,
+            "output_format": args.output_format,
+            "temperature": args.temperature,
+        }.items()
+        if v is not None
+    }
+    try:
+        agent_cfg = AgentConfig.model_validate(agent_cfg.model_dump() | overrides)
+    except Exception as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sampling = SamplingConfig(
+        temperature=agent_cfg.temperature,
+        top_p=agent_cfg.top_p,
+        max_new_tokens=agent_cfg.max_new_tokens,
+    )
+    if agent is None or overrides:
+        agent = LLMAgent(
+            backend,
+            agent.tokenizer if agent is not None else tokenizer,
+            history_length=agent_cfg.history_length,
+            max_prompt_tokens=agent_cfg.max_prompt_tokens,
+            sampling=sampling,
+            output_format=agent_cfg.output_format,
+        )
+    pool = EnvPool(env_id, min(args.tasks, 64), split=args.panel, env_kwargs=env_kwargs)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        result = evaluate_policy(agent, pool, args.tasks, seed=args.seed)
+    pool.close()
+    report = {
+        "model": model_name,
+        "env": env_id,
+        "env_kwargs": env_kwargs,
+        "panel": args.panel,
+        "panel_hash": result.pop("panel_hash"),
+        "tasks": int(result["episodes"]),
+        "backend": args.backend if not args.run else None,
+        "agent": agent_cfg.model_dump(),
+        "seed": args.seed,
+        "seconds": time.perf_counter() - t0,
+        **result,
+    }
+    out = args.out
+    if out is None and args.run:
+        out = str(Path(args.run) / "eval" / f"{args.panel}.json")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1))
+    summary = {k: v for k, v in report.items() if k != "per_task"}
+    print(json.dumps(summary))
+    if out:
+        print(f"report: {out}", file=sys.stderr)
+    backend.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
