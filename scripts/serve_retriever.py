@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(info), flush=True)
 
     server.startup = startup
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after a clean shutdown
+        return
     if not server.started:
         sys.exit(f"could not start the retrieval service on {args.host}:{args.port}")
 
