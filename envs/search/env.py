@@ -43,7 +43,18 @@ def format_hits(hits: Sequence[Hit]) -> str:
 
 
 class SearchEnv(TextEnv):
-    """Multi-turn retrieval QA (see the module docstring for the protocol and rewards)."""
+    """Multi-turn retrieval QA (see the module docstring for the protocol and rewards).
+
+    Keyword arguments (all optional):
+
+    - ``corpus``: "geo" (real facts, default), "synthetic" (fictional encyclopedia) or the path
+      of a corpus JSONL file, with ``qa_path`` the matching QA JSONL file;
+    - ``num_passages``, ``num_questions``, ``corpus_seed``: size and seed of the synthetic corpus;
+      ``min_city_population``: which cities the geo corpus includes;
+    - ``retriever``: "bm25" (default) or "dense" (MiniLM), in this process; or
+      ``retriever_url``: a retrieval service (`scripts/serve_retriever.py`) serving the same corpus;
+    - ``topk``: passages per search (3); ``max_steps``: turns per episode (4).
+    """
 
     env_name: ClassVar[str] = "creditgym/Search-v0"
     generator_version: ClassVar[str] = "1"

@@ -70,7 +70,17 @@ def python_tool(sandbox: PythonSandbox) -> Tool:
 
 
 class ToolUseEnv(TextEnv):
-    """Tool-calling tasks with verifiable outcomes (see the module docstring)."""
+    """Tool-calling tasks with verifiable outcomes (see the module docstring).
+
+    Keyword arguments (all optional):
+
+    - ``families``: a subset of ``("arithmetic", "database", "calendar", "reasoning")`` (all by
+      default); panels interleave them, so any prefix of a panel mixes them evenly;
+    - ``python_isolation``: "namespace" (default; refuses to run code without namespaces) or
+      "none" (explicit opt-out: a subprocess with rlimits only);
+    - ``python_limits``: fields of `SandboxLimits`, e.g. ``{"wall_time_s": 2.0}``;
+    - ``max_steps``: turns per episode (12).
+    """
 
     env_name: ClassVar[str] = "creditgym/ToolUse-v0"
     generator_version: ClassVar[str] = "1"
