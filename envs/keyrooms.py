@@ -359,6 +359,7 @@ class World:
 
 
 def _put(s: tuple[int, ...], item: int, loc: int) -> tuple[int, ...]:
+    """State `s` with `item` moved to location `loc`."""
     i = item + 1
     return (*s[:i], loc, *s[i + 1 :])
 
@@ -442,6 +443,7 @@ class KeyRoomsEnv(TextEnv):
 
     # ------------------------------------------------------------------ TextEnv API
     def task_ids(self, split: str) -> Sequence[str]:
+        """Ids "<level>-<n>" numbered train 0..1999, valid 2000..2199, test 2200..2399."""
         start = 0
         for name in ("train", "valid", "test"):
             if name == split:
