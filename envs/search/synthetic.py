@@ -19,7 +19,10 @@ import numpy as np
 
 from envs.search.corpus import Hop, Passage, Question, SearchDataset
 
-_ONSETS = ["b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "pl", "st", "tr", "th", "sh", "ch"]
+_ONSETS = [
+    "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s",
+    "t", "v", "z", "br", "dr", "gr", "kr", "pl", "st", "tr", "th", "sh", "ch",
+]  # fmt: skip
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ea", "io"]
 _CODAS = ["", "", "", "n", "r", "l", "s", "m", "th", "x"]
 _CONTINENTS = ["Aurelia", "Boreas", "Cindara", "Dravon", "Esperin", "Fallow Reach"]
