@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="report path (default: <run>/eval/<panel>.json or stdout only)")
     args = p.parse_args(argv)
     backend_kwargs = _json_dict(p, args.backend_kwargs, "--backend-kwargs")
+    cli_env_kwargs = (
+        None if args.env_kwargs is None else _json_dict(p, args.env_kwargs, "--env-kwargs")
+    )
+    if not args.run and not args.env:
+        p.error("--env is required with --model")
 
     import torch
 
@@ -76,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         iteration = trainer.load_latest_weights()
         agent_cfg = config.agent
         env_id = args.env or config.env.id
-        env_kwargs = config.env.kwargs if args.env_kwargs is None else None
+        env_kwargs = config.env.kwargs if cli_env_kwargs is None else cli_env_kwargs
         agent = trainer.agent
         backend = trainer.backend
         model_name = f"{args.run} (iteration {iteration})"
@@ -85,18 +90,14 @@ def main(argv: list[str] | None = None) -> int:
 
         from agents.models import resolve_model
 
-        if not args.env:
-            p.error("--env is required with --model")
         agent_cfg = AgentConfig()
         env_id = args.env
-        env_kwargs = None
+        env_kwargs = cli_env_kwargs or {}
         model_name = args.model or "smollm2-135m"
         path = resolve_model(model_name)
         backend = make_backend(args.backend, path, **backend_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         agent = None
-    if env_kwargs is None:
-        env_kwargs = _json_dict(p, args.env_kwargs or "{}", "--env-kwargs")
     overrides = {
         k: v
         for k, v in {
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "panel": args.panel,
         "panel_hash": result.pop("panel_hash"),
         "tasks": int(result["episodes"]),
-        "backend": args.backend if not args.run else None,
+        "backend": config.backend.name if args.run else args.backend,
         "agent": agent_cfg.model_dump(),
         "seed": args.seed,
         "seconds": time.perf_counter() - t0,

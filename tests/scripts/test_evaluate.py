@@ -1,0 +1,46 @@
+"""scripts/evaluate.py on the tiny model: a JSON report with per-type success and the panel hash."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_evaluate_writes_a_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    proc = _run(
+        "--model", "tiny", "--env", "creditgym/KeyRooms-v0",
+        "--env-kwargs", '{"level": "small", "max_steps": 2}',
+        "--panel", "test", "--tasks", "3", "--max-new-tokens", "4", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["tasks"] == 3 and len(report["per_task"]) == 3
+    assert report["panel"] == "test" and len(report["panel_hash"]) == 16
+    assert 0.0 <= report["success"] <= 1.0 and "success/small" in report
+    assert all(tid.startswith("small-") for tid in report["per_task"])
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["success"] == report["success"]
+
+
+def test_evaluate_rejects_bad_arguments() -> None:
+    proc = _run("--model", "tiny", "--env", "creditgym/KeyRooms-v0", "--env-kwargs", "[1]")
+    assert proc.returncode == 2 and "JSON object" in proc.stderr
+    proc = _run("--model", "tiny")
+    assert proc.returncode == 2 and "--env is required" in proc.stderr
