@@ -7,6 +7,7 @@ import credit
 from agents.models import tiny_model
 from credit.trajectory import Step, Trajectory, TrajectoryGroup
 from trainers.heads import (
+    HIPER_HEADS,
     ValueHeads,
     fill_values,
     gather_hidden,
@@ -118,3 +119,18 @@ def test_steps_without_token_records_are_a_clear_error(tiny):
     model, _ = tiny
     with pytest.raises(ValueError, match="token records"):
         gather_hidden(model, [Step("s", "a", 0.0)], ["v"])
+
+
+def test_learner_trains_hiper_heads_on_the_modules_targets(tiny):
+    from trainers.learner import Learner, LearnerConfig
+
+    _, tok = tiny
+    learner = Learner(LearnerConfig(value_heads=list(HIPER_HEADS), lr=1e-3), tiny_model())
+    groups = [hiper_group(tok)]
+    learner.prepare(groups, {"values"})
+    assert set(groups[0].trajectories[0].steps[0].values) == set(HIPER_HEADS)
+    adv = credit.make("hiper")(groups)
+    # V_high has a target only on the boundary turn; the NaN on the KEEP turn must be skipped.
+    assert np.isnan(adv.targets["high"]).sum() == 1
+    metrics = learner.update(groups, adv)
+    assert np.isfinite(metrics["train/value_loss"]) and metrics["train/value_loss"] > 0
