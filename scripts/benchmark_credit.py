@@ -42,17 +42,20 @@ class BenchConfig:
     env_kwargs: dict[str, Any]
     methods: list[str]
     seeds: int
-    iterations: int = 100
+    iterations: int = 40
     groups: int = 8
     group_size: int = 8
     tasks: int = 8
-    lr: float = 1.0
+    lr: float = 3.0
     gamma: float = 0.95
-    eval_every: int = 5
+    eval_every: int = 2
     eval_episodes: int = 4
     fidelity_every: int = 5
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     agent: str = "tabular"
+    prior_beta: float | None = None
+    prior_success: float = 0.2
+    adv_scale: str = "rms"
 
 
 # ----------------------------------------------------------------------------- exact values
@@ -71,6 +74,62 @@ class ExactValues:
             uniform = [np.full(len(a), 1.0 / len(a)) if a else np.zeros(0) for a in model.actions]
             action_index = [{a: i for i, a in enumerate(acts)} for acts in model.actions]
             self.models[task] = (model, uniform, action_index)
+
+    def _optimal_advantages(self, model) -> np.ndarray:
+        """A*(s, a) = Q*(s, a) - V*(s) in the model's flat transition layout (cached)."""
+        if not hasattr(model, "_bench_a_star"):
+            v_star = model.optimal_values(self.gamma)
+            q_flat = model.flat_reward + self.gamma * np.where(
+                model.terminal[model.flat_next], 0.0, v_star[model.flat_next]
+            )
+            model._bench_a_star = q_flat - v_star[model.flat_state]
+        return model._bench_a_star
+
+    def _prior_policy(self, model, beta: float) -> np.ndarray:
+        """Flat softmax(beta * A*) per state (A* <= 0 and the best action has 0: no overflow)."""
+        z = np.exp(beta * self._optimal_advantages(model))
+        return (
+            z / np.bincount(model.flat_state, weights=z, minlength=model.n_states)[model.flat_state]
+        )
+
+    def success_probability(self, beta: float, horizon: int) -> float:
+        """Exact mean probability over the tasks of winning within `horizon` steps under the
+        prior softmax(beta * A*) policy (finite-horizon dynamic programming)."""
+        probs = []
+        for model, _u, _i in self.models.values():
+            pi = self._prior_policy(model, beta)
+            wins = model.flat_reward > 0
+            p = np.zeros(model.n_states)
+            for _ in range(horizon):
+                contrib = pi * np.where(wins, 1.0, p[model.flat_next])
+                p = np.bincount(model.flat_state, weights=contrib, minlength=model.n_states)
+            probs.append(p[model.initial])
+        return float(np.mean(probs))
+
+    def calibrate(self, target: float, horizon: int) -> float:
+        """Smallest beta (bisection) whose prior policy wins within the horizon with the target
+        probability on average over the tasks."""
+        lo, hi = 0.0, 1.0
+        while self.success_probability(hi, horizon) < target and hi < 1e3:
+            lo, hi = hi, hi * 2
+        for _ in range(20):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if self.success_probability(mid, horizon) < target else (lo, mid)
+        return hi
+
+    def warm_start(self, agent: TabularSoftmaxAgent, beta: float) -> None:
+        """Initial logits beta * A*(s, a), the optimal advantages of each task's model.
+
+        beta = 0 is the uniform policy. A positive beta gives every method the same partly
+        competent starting policy, like a pretrained LLM agent, instead of a random walk that
+        never reaches the reward on long tasks.
+        """
+        for model, _uniform, _index in self.models.values():
+            logits = beta * self._optimal_advantages(model)
+            for s, key in enumerate(model.states):
+                lo, hi = model.offsets[s], model.offsets[s + 1]
+                if hi > lo:
+                    agent.table[key] = (list(model.actions[s]), logits[lo:hi].copy())
 
     def advantages(self, agent: TabularSoftmaxAgent, task: int) -> tuple[Any, list]:
         model, uniform, action_index = self.models[task]
@@ -114,7 +173,14 @@ def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str
     pool = EnvPool(cfg.env, cfg.groups * cfg.group_size, split="train", env_kwargs=cfg.env_kwargs)
     n_tasks = min(cfg.tasks, len(pool.panel))
     tasks = list(range(n_tasks))
-    exact = ExactValues(pool, tasks, cfg.gamma) if cfg.fidelity_every > 0 else None
+    exact = ExactValues(pool, tasks, cfg.gamma)
+    horizon = pool.envs[0].max_steps
+    beta = cfg.prior_beta
+    if beta is None:
+        beta = exact.calibrate(cfg.prior_success, horizon) if cfg.prior_success > 0 else 0.0
+    if beta > 0:
+        exact.warm_start(agent, beta)
+    prior_success = exact.success_probability(beta, horizon)
     curve: dict[str, list] = {"eval_iter": [], "eval_success": [], "train_success": []}
     curve.update({"fid_iter": [], "fidelity": []})
     skipped, credit_ms, credit_steps = 0, 0.0, 0
@@ -139,13 +205,17 @@ def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str
         credit_ms += 1000 * (time.perf_counter() - t0)
         credit_steps += len(adv.values)
         curve["train_success"].append(batch.stats["success"])
-        if exact is not None and it % cfg.fidelity_every == 0:
+        if exact is not None and cfg.fidelity_every > 0 and it % cfg.fidelity_every == 0:
             fid = exact.fidelity(agent, batch.groups, chosen, adv.values)
             if fid is None:
                 skipped += 1
             else:
                 curve["fid_iter"].append(it)
                 curve["fidelity"].append(fid)
+        if cfg.adv_scale == "rms":
+            # Same step size for every method: only the direction of the credit differs.
+            rms = float(np.sqrt(np.mean(adv.values**2))) if len(adv.values) else 0.0
+            adv = credit.Advantages(values=adv.values / (rms + 1e-8), spans=adv.spans)
         agent.update(batch.groups, adv)
         if progress is not None:
             progress.put(1)
@@ -154,7 +224,11 @@ def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str
     return {
         "method": method,
         "seed": seed,
-        "panel_hash": Panel(pool.env_id, "train", "subset", tuple(map(str, tasks))).hash,
+        "panel_hash": Panel(
+            pool.env_id, "train", pool.panel.version, tuple(pool.panel.ids[:n_tasks])
+        ).hash,
+        "prior_beta": beta,
+        "prior_success_exact": prior_success,
         "curve": curve,
         "success_final": curve["eval_success"][-1],
         "iterations_to_80": reached[0] if reached else None,
@@ -199,10 +273,10 @@ def summarise(cfg: BenchConfig, runs: list[dict]) -> dict[str, Any]:
             "credit_ms_per_1k_steps": float(np.mean([r["credit_ms_per_1k_steps"] for r in rs])),
         }
     hashes = sorted({r["panel_hash"] for r in runs})
-    return {
-        "methods": methods,
-        "config": {**asdict(cfg), "panel_hash": hashes[0] if len(hashes) == 1 else hashes},
-    }
+    config = {**asdict(cfg), "panel_hash": hashes[0] if len(hashes) == 1 else hashes}
+    config["prior_beta_used"] = sorted({round(r["prior_beta"], 4) for r in runs})
+    config["prior_success_exact"] = float(np.mean([r["prior_success_exact"] for r in runs]))
+    return {"methods": methods, "config": config}
 
 
 def fmt(stat: dict, digits: int = 3) -> str:
@@ -218,7 +292,9 @@ def markdown(summary: dict) -> str:
         f"# Credit benchmark: {cfg['env']} {json.dumps(cfg['env_kwargs'])}",
         "",
         f"{cfg['seeds']} seeds, {cfg['iterations']} iterations of {cfg['groups']} tasks x "
-        f"{cfg['group_size']} episodes, tabular softmax policy (lr {cfg['lr']}), "
+        f"{cfg['group_size']} episodes, tabular softmax policy (lr {cfg['lr']}, "
+        f"start policy softmax(beta A*) with beta {cfg['prior_beta_used']} and exact success "
+        f"{cfg['prior_success_exact']:.2f}, advantage scale {cfg['adv_scale']}), "
         f"{cfg['tasks']} train tasks (panel hash {cfg['panel_hash']}). Means with 95% CIs over seeds.",
         "",
         "| method | success (final) | iterations to 80% (reached) | fidelity to exact A^pi | credit ms / 1k steps |",
@@ -309,12 +385,27 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path, int]:
         "--method-options", default="{}", help='JSON, e.g. {"gigpo": {"mode": "mean_norm"}}'
     )
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--iterations", type=int, default=40)
     p.add_argument("--groups", type=int, default=8, help="B: tasks per iteration")
     p.add_argument("--group-size", type=int, default=8, help="G: episodes per task")
     p.add_argument("--tasks", type=int, default=8, help="size of the train-panel subset")
-    p.add_argument("--lr", type=float, default=1.0)
-    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--lr", type=float, default=3.0)
+    p.add_argument(
+        "--adv-scale",
+        choices=["rms", "none"],
+        default="rms",
+        help="rms: divide each batch's advantages by their RMS before the update, so methods\n"
+        "differ only in how they distribute credit, not in step size; none: use them as is",
+    )
+    p.add_argument(
+        "--prior-success",
+        type=float,
+        default=0.2,
+        help="start every method from the policy softmax(beta * A*(s,a)) whose exact success\n"
+        "probability within the step limit is this (beta found by bisection); 0: uniform",
+    )
+    p.add_argument("--prior-beta", type=float, default=None, help="fix beta instead")
+    p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--eval-episodes", type=int, default=4)
     p.add_argument("--fidelity-every", type=int, default=5, help="0 disables fidelity")
     p.add_argument("--workers", type=int, default=min(2, mp.cpu_count()))
@@ -350,6 +441,9 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path, int]:
         fidelity_every=a.fidelity_every,
         method_options=method_options,
         agent=a.agent,
+        prior_beta=a.prior_beta,
+        prior_success=a.prior_success,
+        adv_scale=a.adv_scale,
     )
     return cfg, Path(a.out), a.workers
 
