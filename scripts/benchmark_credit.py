@@ -172,6 +172,9 @@ def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str
     task_rng = np.random.default_rng(seed)  # same task/seed schedule for every method
     pool = EnvPool(cfg.env, cfg.groups * cfg.group_size, split="train", env_kwargs=cfg.env_kwargs)
     n_tasks = min(cfg.tasks, len(pool.panel))
+    panel_hash = Panel(
+        pool.env_id, "train", pool.panel.version, tuple(pool.panel.ids[:n_tasks])
+    ).hash
     tasks = list(range(n_tasks))
     exact = ExactValues(pool, tasks, cfg.gamma)
     horizon = pool.envs[0].max_steps
@@ -224,9 +227,7 @@ def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str
     return {
         "method": method,
         "seed": seed,
-        "panel_hash": Panel(
-            pool.env_id, "train", pool.panel.version, tuple(pool.panel.ids[:n_tasks])
-        ).hash,
+        "panel_hash": panel_hash,
         "prior_beta": beta,
         "prior_success_exact": prior_success,
         "curve": curve,
