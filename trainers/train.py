@@ -552,6 +552,7 @@ class Trainer:
     # ------------------------------------------------------------------ main
     def run(self) -> RunResult:
         cfg = self.config
+        t_run = time.perf_counter()
         if not self._built:
             self.build()
         self.folder.path.mkdir(parents=True, exist_ok=True)
@@ -593,9 +594,8 @@ class Trainer:
                 if (every and k % every == 0) or k == cfg.train.iterations:
                     display.phase("checkpoint")
                     t0 = time.perf_counter()
-                    record["time/checkpoint"] = 0.0
                     self._checkpoint(k, record)
-                    record["time/checkpoint"] = time.perf_counter() - t0
+                    _add_bookkeeping(record, "checkpoint", time.perf_counter() - t0)
                 self.logger.log(k, record)
                 display.iteration_done(k, record)
         finally:
@@ -609,7 +609,12 @@ class Trainer:
                 display.print(f"learning curve: {png}")
             except Exception as exc:  # a plot must never lose a finished run
                 display.print(f"could not plot the learning curve: {exc}")
-        return RunResult(self.folder.path, cfg.train.iterations, read_metrics(self.folder.metrics))
+        records = read_metrics(self.folder.metrics)
+        summary = summarize(records)
+        summary["wall_s"] = time.perf_counter() - t_run
+        self.folder.write_json(self.folder.path / "summary.json", summary)
+        display.print(format_breakdown(summary))
+        return RunResult(self.folder.path, cfg.train.iterations, records)
 
     def close(self) -> None:
         for pool in (getattr(self, "pool", None), getattr(self, "eval_pool", None)):
@@ -618,6 +623,66 @@ class Trainer:
         backend = getattr(self, "backend", None)
         if backend is not None:
             backend.close()
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Eval success before/after, and the mean seconds and share of each phase per iteration."""
+    iters = [r for r in records if "time/iteration" in r]
+    evals = [r for r in records if isinstance(r.get("eval/success"), (int, float))]
+    out: dict[str, Any] = {"iterations": len(iters)}
+    if evals:
+        out["eval_success_first"] = {
+            "iteration": evals[0]["iteration"],
+            "success": evals[0]["eval/success"],
+        }
+        out["eval_success_last"] = {
+            "iteration": evals[-1]["iteration"],
+            "success": evals[-1]["eval/success"],
+        }
+    if iters:
+        total = sum(r["time/iteration"] for r in iters) / len(iters)
+        phases = {}
+        for phase in (*PHASES, "bookkeeping"):
+            mean = sum(float(r.get(f"time/{phase}") or 0.0) for r in iters) / len(iters)
+            phases[phase] = {"seconds": mean, "share": mean / total if total > 0 else 0.0}
+        out["iteration_s"] = total
+        out["phases"] = phases
+        out["env_credit_bookkeeping_share"] = sum(
+            phases[p]["share"] for p in ("env", "credit", "bookkeeping")
+        )
+    return out
+
+
+def format_breakdown(summary: dict[str, Any]) -> str:
+    """The summary as a few readable lines."""
+    lines = []
+    if "phases" in summary:
+        parts = ", ".join(
+            f"{name} {v['seconds']:.1f}s ({100 * v['share']:.1f}%)"
+            for name, v in summary["phases"].items()
+        )
+        lines.append(
+            f"mean iteration {summary['iteration_s']:.1f}s over {summary['iterations']}: {parts}; "
+            f"env+credit+bookkeeping {100 * summary['env_credit_bookkeeping_share']:.2f}%"
+        )
+    if "eval_success_first" in summary:
+        a, b = summary["eval_success_first"], summary["eval_success_last"]
+        lines.append(
+            f"eval success {a['success']:.3f} (iteration {a['iteration']}) -> "
+            f"{b['success']:.3f} (iteration {b['iteration']})"
+        )
+    if "wall_s" in summary:
+        lines.append(f"wall time {summary['wall_s']:.0f}s")
+    return "\n".join(lines)
+
+
+def _add_bookkeeping(record: dict[str, Any], name: str, seconds: float) -> None:
+    """Count work done after the record was built (e.g. the checkpoint) as bookkeeping."""
+    record[f"time/{name}"] = seconds
+    record["time/bookkeeping"] += seconds
+    record["time/iteration"] += seconds
+    overhead = record["time/env"] + record["time/credit"] + record["time/bookkeeping"]
+    record["time/overhead_frac"] = overhead / record["time/iteration"]
 
 
 def _prefixed(prefix: str, key: str) -> str:
