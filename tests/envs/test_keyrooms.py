@@ -146,7 +146,7 @@ def test_optimal_lengths_per_level():
     for level in LEVEL_NAMES:
         env = KeyRoomsEnv(level=level, split="test")
         lengths = []
-        for task in range(20):
+        for task in range(12):
             env.reset(options={"task_id": task})
             model = env.model()
             lengths.append(model.distance[model.initial])
