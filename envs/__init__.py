@@ -23,6 +23,7 @@ _BUILTIN: list[tuple[str, str, dict]] = [
     ("creditgym/ToolUse-v0", "envs.tooluse:ToolUseEnv", {}),
     ("creditgym/WebShop-v0", "envs.webshop:WebShopEnv", {}),
     ("creditgym/ALFWorld-v0", "envs.alfworld:ALFWorldEnv", {}),
+    ("creditgym/TextWorld-v0", "envs.textworld_env:TextWorldEnv", {}),
 ]
 
 for _id, _entry, _kwargs in _BUILTIN:

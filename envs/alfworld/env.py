@@ -111,7 +111,7 @@ class ALFWorldEnv(TextEnv):
     """
 
     env_name: ClassVar[str] = "creditgym/ALFWorld-v0"
-    generator_version: ClassVar[str] = "1"
+    generator_version: ClassVar[str] = "2"
     family: ClassVar[str] = "alfworld"
     split_aliases: ClassVar[dict[str, str]] = {"valid_seen": "valid", "valid_unseen": "test"}
     default_max_steps: ClassVar[int] = 50

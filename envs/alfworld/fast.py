@@ -32,8 +32,9 @@ from typing import Any
 from envs.alfworld import assets
 
 NOTHING_HAPPENS = "Nothing happens."
-#: Predicates whose truth can change during a game; the state key covers these (minus `checked`,
-#: which no precondition, goal or sentence ever reads).
+#: Predicates whose truth can change during a game; the state key covers these. Left out are the
+#: write-only ones that no precondition, goal or sentence reads: `checked`, and `isOn` (which
+#: TextWorld's fact view never even shows as true: the toggle's two conditional effects cancel).
 DYNAMIC_PREDICATES = frozenset(
     {
         "atlocation",
@@ -46,7 +47,6 @@ DYNAMIC_PREDICATES = frozenset(
         "ishot",
         "iscool",
         "issliced",
-        "ison",
         "istoggled",
     }
 )
@@ -511,7 +511,6 @@ class FastAlfred:
             ("ishot", self.hot),
             ("iscool", self.cool),
             ("issliced", self.sliced),
-            ("ison", self.on),
             ("istoggled", self.toggled),
         ):
             out.extend(f"{pred}({x})" for x in items)

@@ -79,11 +79,16 @@ def build_receptacles(scene_num: int, rng: random.Random) -> Scene:
     used: set[tuple[int, int, int, int]] = set()
 
     def place(rid: str, point: list[float]) -> None:
+        rtype = _receptacle_type(rid)
+        if rtype in ("SinkBasin", "BathtubBasin") and len(rid.split("|")) == 4:
+            # ALFRED names basins "Sink|x|y|z|SinkBasin"; "SinkBasin|x|y|z" would be demangled
+            # as "sinkbasinbasin".
+            rid = rtype.removesuffix("Basin") + "|" + "|".join(rid.split("|")[1:]) + "|" + rtype
         loc = _loc_id(point)
         while loc in used:  # one receptacle per location (see fast.py: the "floor" rule)
             loc = (loc[0], loc[1], loc[2], loc[3] + 15)
         used.add(loc)
-        scene.receptacles[rid] = _receptacle_type(rid)
+        scene.receptacles[rid] = rtype
         scene.recep_loc[rid] = "loc|" + "|".join(str(v) for v in loc)
 
     for rid in sorted(points):

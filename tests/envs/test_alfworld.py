@@ -274,3 +274,17 @@ def test_real_data_layout_is_played_by_the_same_id(tmp_path, monkeypatch):
         while (action := env.expert_action()) is not None:
             obs, reward, term, trunc, info = env.step(action)
         assert info["won"]
+
+
+def test_basins_are_named_like_alfred():
+    names = set()
+    for kind, plans in assets.floor_plans().items():
+        for scene in plans:
+            if kind in ("Kitchen", "Bathroom"):
+                try:
+                    _, g = fast_game(scene, "pick_and_place_simple", 0)
+                except generator.InfeasibleTask:
+                    continue
+                names |= {g.names[r].split()[0] for r in g.receptacles}
+    assert "sinkbasin" in names and "bathtubbasin" in names
+    assert not any("basinbasin" in n for n in names)
