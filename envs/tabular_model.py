@@ -214,7 +214,9 @@ class TabularModel:
                     f"policy[{s}] has {p.shape[0]} probabilities for {hi - lo} actions "
                     f"({self.states[s]!r})"
                 )
-            if hi > lo and (p.min() < -1e-12 or abs(p.sum() - 1.0) > 1e-6):
+            if hi > lo and not (
+                np.all(np.isfinite(p)) and p.min() >= -1e-12 and abs(p.sum() - 1.0) <= 1e-6
+            ):
                 raise ValueError(
                     f"policy[{s}] is not a probability vector (min {p.min()}, sum {p.sum()})"
                 )

@@ -136,6 +136,8 @@ def test_bad_inputs_are_clear_errors():
         model.evaluate([[0.5, 0.5], [0.2, 0.3, 0.5], []])
     with pytest.raises(ValueError, match=r"policy\[0\] is not a probability vector"):
         model.evaluate([[0.7, 0.7], [1.0, 0.0], []])
+    with pytest.raises(ValueError, match=r"policy\[1\] is not a probability vector"):
+        model.evaluate([[0.5, 0.5], [float("nan"), 1.0], []])
     with pytest.raises(ValueError, match="gamma"):
         model.evaluate(model.uniform_policy(), gamma=1.0)
     with pytest.raises(ValueError, match="terminal but has actions"):
