@@ -12,9 +12,10 @@ advantage (``"switch"``, ``"subgoal"``, ``"action"``) and the rest keep the step
 
 `prepare` runs before the credit module: one no-grad pass that recomputes the old log-probs and
 token entropies (filling ``Step.entropies``), the reference log-probs (adapter disabled under
-LoRA; a frozen copy of the initial weights for full fine-tuning), and on request values and the
-IGPO answer log-probs. The sampler's log-probs are used only to report the sampler/learner
-mismatch. `update` then runs the PPO-clip epochs over shuffled mini-batches (at least two when
+LoRA; a frozen copy of the initial weights for full fine-tuning), and on request the value heads'
+estimates (`trainers.heads`, read in the same pass) and the IGPO answer log-probs
+(`trainers.answer_scoring`). The sampler's log-probs are used only to report the sampler/learner
+mismatch. Value heads train when the credit module returns targets (`credit.ppo.CriticAdvantages`). `update` then runs the PPO-clip epochs over shuffled mini-batches (at least two when
 there are two samples), packing each into micro-batches by token budget and accumulating
 gradients so the loss is the token mean of the whole mini-batch.
 
@@ -25,7 +26,6 @@ materialises ``[batch, length, vocab]`` logits.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import shutil
 import time
@@ -39,6 +39,8 @@ import torch
 
 from credit.base import Advantages
 from credit.trajectory import Step, TrajectoryGroup, flat_steps
+from trainers.answer_scoring import DEFAULT_ANSWER_PREFIX, score_answers
+from trainers.heads import HIPER_HEADS, ValueHeads, read_offset
 from trainers.loss import KL_TYPES, policy_loss, token_logprobs_and_entropy
 
 CONTEXT_MODES = ("steps", "concat")
@@ -79,7 +81,7 @@ class LearnerConfig:
     entropy_coef: float = 0.0
     """Weight of the entropy bonus (subtracted from the loss)."""
     value_coef: float = 0.5
-    """Weight of the value-head regression loss (only when values were requested)."""
+    """Weight of the value-head loss (trained when the credit module returns value targets)."""
     epochs: int = 1
     """Passes over the batch per update."""
     mini_batches: int = 2
@@ -94,12 +96,13 @@ class LearnerConfig:
     """Parameter dtype ("float32" is the fast one on CPUs without bf16 units)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, about 30% slower)."""
-    answer_prefix: str = "<answer>"
+    answer_prefix: str = DEFAULT_ANSWER_PREFIX
     """IGPO: text put between the context and the ground-truth answer when scoring it."""
     seed: int = 0
     """Seed of the mini-batch shuffling (combined with the update counter)."""
-    value_heads: list[str] = field(default_factory=lambda: ["v"])
-    """Names of the value heads created when a credit module needs values."""
+    value_heads: list[str] = field(default_factory=lambda: ["v", *HIPER_HEADS])
+    """Value heads filled when a credit module needs values (PPO reads "v", HiPER "high", "low",
+    "term"; a head is trained only when the module returns targets for it)."""
 
     def validate(self) -> None:
         checks = [
@@ -130,7 +133,6 @@ class _Sample:
     parts: list[tuple[int, Step, int, int]]
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
-    old_values: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
@@ -170,7 +172,7 @@ class Learner:
                 model.enable_input_require_grads()
         model.train()
         self.model = model
-        self.value_heads: torch.nn.ModuleDict | None = None
+        self.value_heads: ValueHeads | None = None
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.lr,
@@ -189,18 +191,11 @@ class Learner:
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    def _ensure_value_heads(self) -> torch.nn.ModuleDict:
+    def _ensure_value_heads(self) -> ValueHeads:
+        """Create the value heads (`trainers.heads`) on first use and give them to the optimizer."""
         if self.value_heads is None:
             hidden = self.base_model.config.hidden_size
-            gen = torch.Generator().manual_seed(self.config.seed)
-            heads = torch.nn.ModuleDict()
-            for name in self.config.value_heads:
-                head = torch.nn.Linear(hidden, 1)
-                with torch.no_grad():
-                    head.weight.normal_(0.0, 1.0 / math.sqrt(hidden), generator=gen)
-                    head.bias.zero_()
-                heads[name] = head
-            self.value_heads = heads.to(getattr(torch, self.config.dtype))
+            self.value_heads = ValueHeads(hidden, self.config.value_heads, seed=self.config.seed)
             self.optimizer.add_param_group({"params": list(self.value_heads.parameters())})
         return self.value_heads
 
@@ -254,21 +249,27 @@ class Learner:
     ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         """Log-probs (and entropies) of every loss token of `batch`, flattened in sample order.
 
-        Values are read at the last token before each step's response (the state it acted in).
-        ``reference=True`` scores under the reference policy instead.
+        Values are one per step part and head, read where `trainers.heads.read_offset` says (the
+        last prompt token, or for HiPER's V_low the end of the subgoal). ``reference=True``
+        scores under the reference policy instead.
         """
         width = max(len(s.ids) for s in batch)
         ids = torch.zeros((len(batch), width), dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        rows, cols, value_rows, value_cols = [], [], [], []
+        heads = self._ensure_value_heads() if values else None
+        rows, cols = [], []
+        value_at: dict[str, tuple[list[int], list[int]]] = {
+            n: ([], []) for n in (heads.names if heads else [])
+        }
         for b, s in enumerate(batch):
             ids[b, : len(s.ids)] = torch.as_tensor(s.ids)
             mask[b, : len(s.ids)] = 1
             rows.extend([b] * s.num_tokens)
             cols.extend(p - 1 for p in s.positions)
-            for _, _, offset, _ in s.parts:
-                value_rows.append(b)
-                value_cols.append(s.positions[offset] - 1)
+            for _, step, offset, _ in s.parts:
+                for name, (vr, vc) in value_at.items():
+                    vr.append(b)
+                    vc.append(s.positions[offset] + read_offset(step, name))
         rows_t, cols_t = torch.as_tensor(rows), torch.as_tensor(cols)
         targets = ids[rows_t, cols_t + 1]
         if reference and self.config.finetune == "lora":
@@ -284,10 +285,13 @@ class Learner:
         logits = base.get_output_embeddings()(hidden[rows_t, cols_t])
         logp, ent = token_logprobs_and_entropy(logits, targets, self.config.temperature)
         vals: dict[str, torch.Tensor] = {}
-        if values:
-            heads = self._ensure_value_heads()
-            h = hidden[torch.as_tensor(value_rows), torch.as_tensor(value_cols)]
-            vals = {name: head(h).squeeze(-1).float() for name, head in heads.items()}
+        if heads is not None:
+            vals = heads(
+                {
+                    n: hidden[torch.as_tensor(vr), torch.as_tensor(vc)]
+                    for n, (vr, vc) in value_at.items()
+                }
+            )
         return logp, (ent if entropy else None), vals
 
     @staticmethod
@@ -314,6 +318,7 @@ class Learner:
         was_training = self.model.training
         self.model.eval()
         diffs: list[np.ndarray] = []
+        extra: dict[str, float] = {}
         ent_sum, n_tok = 0.0, 0
         try:
             for batch in self._micro_batches(samples):
@@ -335,15 +340,19 @@ class Learner:
                     if want_values:
                         for j, (_, step, _, _) in enumerate(s.parts):
                             step.values = {h: float(v[vpos + j]) for h, v in vals.items()}
-                        s.old_values = {
-                            h: v[vpos : vpos + len(s.parts)].clone() for h, v in vals.items()
-                        }
                         vpos += len(s.parts)
                     ent_sum += float(ent[pos : pos + n].sum())
                     n_tok += n
                     pos += n
             if "answer_logprobs" in needs:
-                self._answer_logprobs(groups)
+                scored = score_answers(
+                    self.base_model,
+                    self.tokenizer,
+                    groups,
+                    self.config.answer_prefix,
+                    self.config.micro_batch_tokens,
+                )
+                extra.update({f"train/{k}": v for k, v in scored.items()})
         finally:
             self.model.train(was_training)
         self._prepared = (self._key(groups), samples)
@@ -352,7 +361,12 @@ class Learner:
             "train/samples": float(len(samples)),
             "train/response_tokens": float(n_tok),
             "train/old_entropy": ent_sum / max(n_tok, 1),
+            **extra,
         }
+        if want_values:
+            for name in self.value_heads.names:
+                vs = [s.values[name] for s in flat_steps(groups)]
+                metrics[f"train/value_{name}_mean"] = float(np.mean(vs)) if vs else 0.0
         if diffs:
             d = np.concatenate(diffs)
             metrics["train/logprob_mismatch_abs"] = float(np.abs(d).mean())
@@ -364,46 +378,6 @@ class Learner:
     @staticmethod
     def _key(groups: Sequence[TrajectoryGroup]) -> tuple[int, ...]:
         return tuple(id(s) for s in flat_steps(groups))
-
-    def _answer_logprobs(self, groups: Sequence[TrajectoryGroup]) -> None:
-        """IGPO: mean log-prob of the ground-truth answer before and after every turn."""
-        prefix = self._encode(self.config.answer_prefix)
-        queries: list[tuple[Step, str, list[int], int]] = []
-        for group in groups:
-            for traj in group.trajectories:
-                truth = next(
-                    (s.info["ground_truth"] for s in traj.steps if s.info.get("ground_truth")), None
-                )
-                if truth is None:
-                    continue
-                answer = self._encode(str(truth))
-                if not answer:
-                    continue
-                for t, step in enumerate(traj.steps):
-                    before = list(step.prompt_ids)
-                    if t + 1 < len(traj.steps):
-                        after = list(traj.steps[t + 1].prompt_ids)
-                    else:
-                        after = before + list(step.response_ids)
-                    queries.append((step, "before", before + prefix + answer, len(answer)))
-                    queries.append((step, "after", after + prefix + answer, len(answer)))
-        samples = [
-            _Sample(ids=ids, positions=list(range(len(ids) - n, len(ids))), parts=[])
-            for _, _, ids, n in queries
-        ]
-        means: list[tuple[int, float]] = []
-        for batch in self._micro_batches(samples):
-            logp, _, _ = self._forward(batch, entropy=False)
-            pos = 0
-            for s in batch:
-                means.append((id(s), float(logp[pos : pos + s.num_tokens].mean())))
-                pos += s.num_tokens
-        by_id = dict(means)
-        for (step, when, _, _), s in zip(queries, samples):
-            setattr(step, f"answer_logprob_{when}", by_id[id(s)])
-
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # ---------------------------------------------------------------------------------- update
     def update(self, groups: Sequence[TrajectoryGroup], advantages: Advantages) -> dict[str, float]:
@@ -419,7 +393,8 @@ class Learner:
             return {"train/samples": 0.0}
         token_adv = [self._token_advantages(s, advantages) for s in samples]
         adv_of = {id(s): a for s, a in zip(samples, token_adv)}
-        want_values = self.value_heads is not None and all(s.old_values for s in samples)
+        targets = self._value_targets(advantages, n_steps)
+        want_values = bool(targets)
         gen = np.random.default_rng([self.config.seed, self.updates])
         sums: dict[str, float] = {
             "pg": 0.0,
@@ -436,7 +411,7 @@ class Learner:
             n_mb = min(self.config.mini_batches, len(samples))
             for chunk in np.array_split(order, n_mb):
                 mb = [samples[i] for i in chunk]
-                c, t = self._backward_minibatch(mb, adv_of, advantages, want_values, sums)
+                c, t = self._backward_minibatch(mb, adv_of, targets, sums)
                 clipped += c
                 tokens += t
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -473,15 +448,21 @@ class Learner:
         self,
         mb: list[_Sample],
         adv_of: dict[int, torch.Tensor],
-        advantages: Advantages,
-        want_values: bool,
+        targets: dict[str, np.ndarray],
         sums: dict[str, float],
     ) -> tuple[float, int]:
         """Accumulate the gradient of one mini-batch's token-mean loss over its micro-batches.
 
+        With value ``targets`` (flat per step, NaN = no target) the heads' squared error, averaged
+        over the mini-batch's finite targets of each head, is added with ``value_coef``.
         Returns the number of clipped tokens and of loss tokens; adds loss parts to ``sums``.
         """
         denom = sum(s.num_tokens for s in mb)
+        want_values = bool(targets)
+        counts = {
+            h: sum(int(np.isfinite(t[i])) for s in mb for i, *_ in s.parts)
+            for h, t in targets.items()
+        }
         clipped, tokens = 0.0, 0
         for micro in self._micro_batches(mb):
             logp, ent, vals = self._forward(micro, entropy=True, values=want_values)
@@ -505,7 +486,7 @@ class Learner:
             )
             loss = terms.loss
             if want_values:
-                vloss = self._value_loss(micro, vals, advantages, len(mb))
+                vloss = self._value_loss(micro, vals, targets, counts)
                 loss = loss + self.config.value_coef * vloss
                 sums["value"] += float(vloss.detach())
             loss.backward()
@@ -532,40 +513,45 @@ class Learner:
                         out[off + a : off + b] = value
         return out
 
+    def _value_targets(self, advantages: Advantages, n_steps: int) -> dict[str, np.ndarray]:
+        """Value targets by head from a critic module (`credit.ppo.CriticAdvantages.targets`)."""
+        targets = getattr(advantages, "targets", None) or {}
+        if not targets:
+            return {}
+        heads = self._ensure_value_heads()
+        unknown = sorted(set(targets) - set(heads.names))
+        if unknown:
+            raise ValueError(
+                f"value targets for heads {unknown} but the learner has {heads.names}; "
+                "add them to learner.value_heads"
+            )
+        out = {}
+        for name, t in targets.items():
+            arr = np.asarray(t, dtype=np.float64)
+            if arr.shape != (n_steps,):
+                raise ValueError(
+                    f"value targets {name!r} have shape {arr.shape}, need ({n_steps},)"
+                )
+            out[name] = arr
+        return out
+
+    @staticmethod
     def _value_loss(
-        self,
         micro: list[_Sample],
         vals: dict[str, torch.Tensor],
-        advantages: Advantages,
-        mb_samples: int,
+        targets: dict[str, np.ndarray],
+        counts: dict[str, int],
     ) -> torch.Tensor:
-        """Mean squared error of each value head against its target, per step.
-
-        The target is ``step.extras["value_targets"][head]`` when the credit module provides it,
-        else the PPO return ``V_old + A`` (the step's advantage, or its span advantage for the
-        HiPER heads "high" -> subgoal, "low" -> action, "term" -> switch).
-        """
-        span_of = {"high": "subgoal", "low": "action", "term": "switch"}
-        losses = []
-        for name, pred in vals.items():
-            targets, pos = [], 0
-            for s in micro:
-                for j, (index, step, _, _) in enumerate(s.parts):
-                    given = (step.extras or {}).get("value_targets", {})
-                    if name in given:
-                        targets.append(float(given[name]))
-                    else:
-                        span = span_of.get(name)
-                        source = (
-                            advantages.spans[span]
-                            if advantages.spans and span in advantages.spans
-                            else advantages.values
-                        )
-                        targets.append(float(s.old_values[name][j]) + float(source[index]))
-                    pos += 1
-            target = torch.as_tensor(targets, dtype=pred.dtype)
-            losses.append(((pred - target) ** 2).sum() / max(mb_samples, 1))
-        return torch.stack(losses).sum()
+        """Sum over heads of this micro-batch's share of the mini-batch mean squared error."""
+        index = [i for s in micro for i, *_ in s.parts]
+        total = torch.zeros(())
+        for name, t in targets.items():
+            target = torch.as_tensor(t[index], dtype=torch.float32)
+            ok = torch.isfinite(target)
+            if counts[name] and ok.any():
+                err = (vals[name][ok] - target[ok]) ** 2
+                total = total + err.sum() / counts[name]
+        return total
 
     # ------------------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:

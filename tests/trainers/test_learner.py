@@ -184,29 +184,63 @@ def test_full_finetune_keeps_a_frozen_reference() -> None:
 
 
 def test_prepare_fills_values_and_answer_logprobs(rolled) -> None:
+    from trainers.heads import gather_hidden
+
     learner, _ = rolled
     tok = learner.tokenizer
-    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+
+    def enc(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
     steps = [
         _step(
             enc("Question: capital of France?"),
             enc("<search>France</search>"),
             info={"ground_truth": "Paris"},
         ),
-        _step(enc("Question: capital of France? Doc: Paris is."), enc("<answer>Paris</answer>")),
+        _step(
+            enc("Question: capital of France? Doc: Paris is."),
+            enc("<switch>KEEP</switch><subgoal>answer</subgoal><action>Paris</action>"),
+            spans={"subgoal": [(5, 9)]},
+        ),
     ]
     groups = _group(steps)
-    learner.prepare(groups, {"values", "answer_logprobs", "entropies"})
-    for s in steps:
-        assert set(s.values) == {"v"} and np.isfinite(s.values["v"])
+    metrics = learner.prepare(groups, {"values", "answer_logprobs", "entropies"})
+    assert metrics["train/igpo/scored_turns"] == 2
+    # The values read in the policy pass equal the heads applied where trainers.heads reads.
+    heads = learner.value_heads
+    with torch.no_grad():
+        expected = heads(gather_hidden(learner.base_model, steps, heads.names))
+    for k, s in enumerate(steps):
+        assert set(s.values) == {"v", "high", "low", "term"}
+        for name in s.values:
+            assert s.values[name] == pytest.approx(float(expected[name][k]), abs=1e-5)
         assert s.answer_logprob_before is not None and s.answer_logprob_before < 0
         assert s.answer_logprob_after is not None
+    assert steps[1].values["low"] != pytest.approx(steps[1].values["term"])  # read at </subgoal>
     # after turn 0 == before turn 1 (the same context is scored)
     assert steps[0].answer_logprob_after == pytest.approx(steps[1].answer_logprob_before, abs=1e-5)
     with pytest.raises(ValueError, match="unknown needs"):
         learner.prepare(groups, {"q_values"})
-    metrics = learner.update(groups, Advantages(values=np.array([0.5, -0.5])))
-    assert "train/value_loss" in metrics
+
+
+def test_value_heads_train_on_critic_targets() -> None:
+    from credit.ppo import CriticAdvantages
+
+    learner = Learner(LearnerConfig(lr=1e-3, kl_coef=0.0), tiny_model())
+    groups = _group([_step([1, 2, 3], [40, 41]), _step([1, 2, 4], [42]), _step([5, 6], [43])])
+    target = np.array([2.0, np.nan, -1.0])  # NaN: no target for that step
+    adv = CriticAdvantages(values=np.zeros(3), targets={"v": target})
+    errors = []
+    for _ in range(5):
+        learner.prepare(groups, {"values"})
+        v = np.array([s.values["v"] for s in flat_steps(groups)])
+        errors.append(float(np.nansum((v - target) ** 2)))
+        metrics = learner.update(groups, adv)
+        assert metrics["train/value_loss"] >= 0
+    assert errors[-1] < 0.2 * errors[0]  # by hand: 3.77 -> 0.08 after 3 updates
+    with pytest.raises(ValueError, match="add them to learner.value_heads"):
+        learner.update(groups, CriticAdvantages(values=np.zeros(3), targets={"q": target}))
 
 
 def test_state_dict_round_trip_and_merged_export(tmp_path: Path) -> None:
