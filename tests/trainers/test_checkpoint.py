@@ -17,7 +17,6 @@ from trainers.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from trainers.logger import MetricsLogger, read_metrics, truncate_metrics
 
 
 def _draw() -> tuple[float, float, list[float]]:
@@ -83,17 +82,3 @@ def test_task_sampler_walks_passes_and_resumes() -> None:
     assert (
         TaskSampler(5, seed=8).next(5) != first[:5] or TaskSampler(5, seed=9).next(5) != first[:5]
     )
-
-
-def test_metrics_jsonl_truncation_for_resume(tmp_path: Path) -> None:
-    path = tmp_path / "metrics.jsonl"
-    with MetricsLogger(path, tensorboard=False) as log:
-        for k in range(4):
-            log.log(k, {"rollout/success": k / 4, "train/loss": float("nan"), "arr": np.float32(2)})
-    with path.open("a") as fh:
-        fh.write('{"iteration": 4, "torn')  # a killed writer
-    records = read_metrics(path)
-    assert [r["iteration"] for r in records] == [0, 1, 2, 3]
-    assert records[1]["train/loss"] is None and records[1]["arr"] == 2.0
-    assert truncate_metrics(path, 2) == 1
-    assert [r["iteration"] for r in read_metrics(path)] == [0, 1, 2]
