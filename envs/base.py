@@ -25,9 +25,11 @@ Optional: ``ground_truth`` (answer text, for IGPO), ``subgoals`` (for HiPER diag
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ _CHARSET = (
     + "".join(chr(c) for c in range(0x2500, 0x2580))
 )
 CHARSET = frozenset(_CHARSET)
+_OUTSIDE_CHARSET = re.compile("[^" + re.escape(_CHARSET) + "]")
 
 REQUIRED_INFO_KEYS = (
     "task",
@@ -84,7 +87,7 @@ class Panel:
     version: str
     ids: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         payload = json.dumps([self.env, self.split, self.version, list(self.ids)])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -126,8 +129,8 @@ def sanitize_text(text: str, max_length: int) -> str:
     Characters outside the charset become "?"; text longer than the limit is cut and ends with a
     visible marker, so truncation is never silent.
     """
-    if any(c not in CHARSET for c in text):
-        text = "".join(c if c in CHARSET else "?" for c in text)
+    if _OUTSIDE_CHARSET.search(text) is not None:
+        text = _OUTSIDE_CHARSET.sub("?", text)
     if len(text) > max_length:
         marker = " ...[truncated]"
         text = text[: max_length - len(marker)] + marker
