@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,12 @@ class OpenAIBackend:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.base_url = base_url.rstrip("/")
+        host = urllib.parse.urlsplit(self.base_url).hostname or ""
+        # A local server is never reached through an HTTP proxy set in the environment.
+        local = host in ("127.0.0.1", "localhost", "::1")
+        self._opener = urllib.request.build_opener(
+            *([urllib.request.ProxyHandler({})] if local else [])
+        )
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         self.model_path = model_path
         self.timeout = timeout
@@ -127,7 +134,7 @@ class OpenAIBackend:
         for attempt in range(self.retries + 1):
             req = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with self._opener.open(req, timeout=self.timeout) as resp:
                     raw = resp.read()
                 return json.loads(raw) if raw.strip() else None
             except urllib.error.HTTPError as exc:

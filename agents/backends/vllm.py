@@ -408,7 +408,9 @@ class VLLMBackend:
         """Shut the engine and its worker processes down and delete exported weights."""
         llm = getattr(self, "llm", None)
         if llm is not None:
-            llm.llm_engine.engine_core.shutdown()
+            # A generous grace period: a loaded machine needs more than vLLM's default 5 s, and a
+            # force-killed engine leaks its shared-memory queues.
+            llm.llm_engine.engine_core.shutdown(timeout=60)
             self.llm = None
         if self._sync is not None:
             self._sync.remove()
@@ -544,6 +546,7 @@ class VLLMServerBackend(OpenAIBackend):
 
     def _wait_ready(self, health_url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -551,7 +554,7 @@ class VLLMServerBackend(OpenAIBackend):
                     f"starting; last lines of {self.log_path}:\n{self._log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(health_url, timeout=5) as resp:
+                with opener.open(health_url, timeout=5) as resp:
                     if resp.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
