@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import time
 from typing import Any
 
 from envs.webshop.pages import DOM_WALK_JS, Item, Page
@@ -29,6 +30,14 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1280,1600",
 )
+
+
+_NONCE_JS = (
+    "if (document.readyState !== 'complete' || !document.body) return null;"
+    "return document.body.dataset.nonce || 'none';"
+)
+#: Tries for an interaction whose elements went stale before the click (not after it).
+_ATTEMPTS = 3
 
 
 class BrowserUnavailable(RuntimeError):
@@ -89,34 +98,62 @@ class Browser:
         self.driver.get(url)
         return self.read()
 
-    def _wait_for_new_page(self, old_body: Any) -> None:
-        from selenium.webdriver.support import expected_conditions as ec
+    def _page_nonce(self) -> str | None:
+        """The loaded page's nonce (every shop page has a fresh one; others read "none"), or
+        None while a document is still loading."""
+        from selenium.common.exceptions import WebDriverException
+
+        try:
+            return self.driver.execute_script(_NONCE_JS)
+        except WebDriverException:  # the document is being replaced under us
+            return None
+
+    def _wait_for_new_page(self, old_nonce: str | None) -> None:
         from selenium.webdriver.support.ui import WebDriverWait
 
-        wait = WebDriverWait(self.driver, self.timeout)
-        wait.until(ec.staleness_of(old_body))
-        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+        WebDriverWait(self.driver, self.timeout, poll_frequency=0.02).until(
+            lambda _: (nonce := self._page_nonce()) is not None and nonce != old_nonce
+        )
 
     def click(self, page: Page, item: Item) -> Page:
         """Click `item` of `page` (as returned by the last `read`) and read the new page."""
-        from selenium.webdriver.common.by import By
+        from selenium.common.exceptions import WebDriverException
 
-        element = self._elements[page.items.index(item)]
-        old_body = self.driver.find_element(By.TAG_NAME, "body")
-        element.click()
-        self._wait_for_new_page(old_body)
+        index = page.items.index(item)
+        for attempt in range(_ATTEMPTS):
+            try:
+                element = self._elements[index]
+                old_nonce = self._page_nonce()
+                element.click()
+                break
+            except WebDriverException:
+                # Chromium sometimes swaps the document's nodes after load; find them again.
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1)
+                self.read()
+        self._wait_for_new_page(old_nonce)
         return self.read()
 
     def search(self, query: str) -> Page:
         """Type `query` into the search box and press Search."""
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
 
-        box = self.driver.find_element(By.ID, "search_input")
-        box.clear()
-        box.send_keys(query)
-        old_body = self.driver.find_element(By.TAG_NAME, "body")
-        self.driver.find_element(By.ID, "search_button").click()
-        self._wait_for_new_page(old_body)
+        for attempt in range(_ATTEMPTS):
+            try:
+                box = self.driver.find_element(By.ID, "search_input")
+                box.clear()
+                box.send_keys(query)
+                button = self.driver.find_element(By.ID, "search_button")
+                old_nonce = self._page_nonce()
+                button.click()
+                break
+            except WebDriverException:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1)
+        self._wait_for_new_page(old_nonce)
         return self.read()
 
     def screenshot_png(self) -> bytes:

@@ -57,6 +57,12 @@ def _text_image(text: str, width: int = 100) -> np.ndarray:
     return np.asarray(image)
 
 
+def _describe(exc: BaseException) -> str:
+    """`TypeError: first line of the message` (Selenium messages run to many lines)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 class ShopUnavailable(RuntimeError):
     """The shop (server, session or browser) failed; the episode cannot go on."""
 
@@ -164,7 +170,7 @@ class WebShopEnv(TextEnv):
             try:
                 return self._ensure_browser().get(self.base_url + path)
             except Exception as exc:  # selenium raises many types; all mean "unavailable"
-                raise ShopUnavailable(f"browser failed on {path}: {type(exc).__name__}") from exc
+                raise ShopUnavailable(f"browser failed on {path}: {_describe(exc)}") from exc
         return self._http.get(self.base_url, path)
 
     def _click(self, item: Item) -> Page:
@@ -173,7 +179,7 @@ class WebShopEnv(TextEnv):
             try:
                 return self._browser.click(self._page, item)
             except Exception as exc:
-                raise ShopUnavailable(f"browser click failed: {type(exc).__name__}") from exc
+                raise ShopUnavailable(f"browser click failed: {_describe(exc)}") from exc
         return self._http.get(self.base_url, item.href)
 
     def _search(self, query: str) -> Page:
@@ -181,7 +187,7 @@ class WebShopEnv(TextEnv):
             try:
                 return self._browser.search(query)
             except Exception as exc:
-                raise ShopUnavailable(f"browser search failed: {type(exc).__name__}") from exc
+                raise ShopUnavailable(f"browser search failed: {_describe(exc)}") from exc
         return self._http.get(
             self.base_url, f"/{quote(self._sid)}/search?{urlencode({'q': query, 'page': 1})}"
         )
