@@ -4,6 +4,7 @@
     python scripts/bench_webshop.py catalog --sizes 1000,100000      # build times
     python scripts/bench_webshop.py search --n-products 100000       # BM25 index + query latency
     python scripts/bench_webshop.py browser --episodes 5             # seconds per browser step
+    python scripts/bench_webshop.py random_clicker --episodes 100    # naive baseline
 
 ``load``: N text-mode envs (one per thread) share one server; each takes --steps steps, half
 expert and half random admissible actions, resetting when an episode ends. It reports total
@@ -146,9 +147,38 @@ def bench_browser(episodes: int) -> dict:
     }
 
 
+def bench_random_clicker(episodes: int, seed: int) -> dict:
+    """A naive baseline the plain random agent cannot be: it searches with the instruction
+    text verbatim, then clicks uniformly at random among the clickables."""
+    env = WebShopEnv(split="test")
+    rng = random.Random(seed)
+    won, score, steps = 0, 0.0, 0
+    try:
+        for ep in range(episodes):
+            _, info = env.reset(options={"task_id": ep % len(env.panel)})
+            for _ in range(env.max_steps):
+                acts = [a for a in info["admissible_actions"] if not a.startswith("search[")]
+                action = f"search[{info['task']}]" if not acts else rng.choice(acts)
+                _, _, term, trunc, info = env.step(action)
+                steps += 1
+                if term or trunc:
+                    break
+            won += info["won"]
+            score += info["score"]
+    finally:
+        env.close()
+    return {
+        "bench": "random_clicker",
+        "episodes": episodes,
+        "success": round(won / episodes, 4),
+        "mean_score": round(score / episodes, 4),
+        "steps": steps,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["load", "catalog", "search", "browser"])
+    p.add_argument("what", choices=["load", "catalog", "search", "browser", "random_clicker"])
     p.add_argument("--sessions", type=int, default=16)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--n-products", type=int, default=1000)
@@ -162,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         results = bench_catalog([int(s) for s in args.sizes.split(",")])
     elif args.what == "search":
         results = [bench_search(args.n_products, args.queries)]
+    elif args.what == "random_clicker":
+        results = [bench_random_clicker(args.episodes, seed=0)]
     else:
         results = [bench_browser(args.episodes)]
     for r in results:

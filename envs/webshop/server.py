@@ -49,6 +49,8 @@ class ShopServer:
         self.fingerprint = ""
         self.generation = 0
         self.refs = 0
+        #: Only the process that started the server may stop it (a forked child must not).
+        self.owner_pid = os.getpid()
         self._lock = threading.RLock()
         fd, self._log_path = tempfile.mkstemp(prefix="webshop-server-", suffix=".log")
         os.close(fd)
@@ -64,7 +66,7 @@ class ShopServer:
         key = (int(n_products), int(seed), data_path)
         with cls._shared_lock:
             server = cls._shared.get(key)
-            if server is None:
+            if server is None or server.owner_pid != os.getpid():  # fresh in a forked child
                 server = cls(n_products, seed, data_path)
                 cls._shared[key] = server
             server.refs += 1
@@ -89,7 +91,15 @@ class ShopServer:
         return None if self.proc is None else self.proc.pid
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is None:
+            return False
+        if self.owner_pid != os.getpid():  # a forked child cannot wait on it; ask the OS
+            try:
+                os.kill(self.proc.pid, 0)
+                return True
+            except OSError:
+                return False
+        return self.proc.poll() is None
 
     def start(self) -> None:
         """Start the process and block until it serves (or raise `ServerStartError`)."""
@@ -190,6 +200,8 @@ class ShopServer:
                 os.unlink(self._log_path)
 
     def _kill(self) -> None:
+        if self.owner_pid != os.getpid():
+            return  # inherited through fork: the parent owns this process
         proc, self.proc = self.proc, None
         if proc is None:
             return

@@ -342,3 +342,14 @@ def test_gymnasium_make_kwargs_and_errors():
     e = envs.make(ENV_ID, split="test")
     assert len(e.panel) == 100 and e.panel.ids[0] == e.catalog.splits["test"][0]
     e.close()
+
+
+def test_forked_child_never_stops_the_parents_server(shared_shop):
+    pid = os.fork()
+    if pid == 0:  # the child: releasing and stopping must leave the parent's server alone
+        try:
+            shared_shop.stop()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert shared_shop.alive() and shared_shop.healthy()
