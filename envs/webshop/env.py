@@ -2,7 +2,10 @@
 
 Each episode is one session on the shop server (`envs.webshop.app`): the goal's instruction is
 shown on every page; the agent acts with ``search[query]`` (when the page has a search box) and
-``click[element]`` (any clickable, by its lower-cased text, as WebShop). Buying ends the episode:
+``click[element]`` (any clickable, by its lower-cased text, as WebShop). ``admissible_actions``
+lists every clickable, plus the template ``search[<your query>]`` when the page has a search box
+(queries cannot be enumerated; an agent that only picks listed actions therefore searches for
+"your query" and finds nothing, which is why the uniform random agent scores 0). Buying ends the episode:
 ``info["score"]`` is WebShop's dense reward in [0, 1] and the env reward is 10 x success (success
 = reward 1.0), as in verl-agent.
 

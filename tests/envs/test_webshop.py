@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -353,3 +354,46 @@ def test_forked_child_never_stops_the_parents_server(shared_shop):
             os._exit(0)
     os.waitpid(pid, 0)
     assert shared_shop.alive() and shared_shop.healthy()
+
+
+def test_original_data_is_served_and_playable(tmp_path):
+    from tests.envs.test_webshop_catalog import _write_original
+
+    _write_original(tmp_path, human=False)
+    env = envs.make(ENV_ID, split="train", data_path=str(tmp_path))
+    try:
+        assert env.catalog.source.startswith("original:") and len(env.panel) == 2
+        for task in range(2):
+            reward, info, trace = play_oracle(env, task)
+            assert reward == 10.0 and info["won"], trace
+    finally:
+        env.close()
+
+
+def test_serve_script_serves_a_browsable_shop():
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/serve_webshop.py", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        port = None
+        for line in proc.stdout:
+            if line.startswith("WEBSHOP-READY"):
+                port = int(line.split()[1])
+                break
+        assert port is not None
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/?goal=g000000")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 303
+        conn.request("GET", resp.getheader("location"))
+        page = conn.getresponse().read().decode()
+        assert 'id="search_input"' in page and "Instruction:" in page
+        conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
