@@ -24,6 +24,10 @@ _BUILTIN: list[tuple[str, str, dict]] = [
     ("creditgym/WebShop-v0", "envs.webshop:WebShopEnv", {}),
     ("creditgym/ALFWorld-v0", "envs.alfworld:ALFWorldEnv", {}),
     ("creditgym/TextWorld-v0", "envs.textworld_env:TextWorldEnv", {}),
+    *(
+        (f"creditgym/TWX-{game}-v0", "envs.twx:TWXEnv", {"game": game})
+        for game in ("cookingworld", "twc", "coin", "mapreader", "arithmetic", "sorting")
+    ),
 ]
 
 for _id, _entry, _kwargs in _BUILTIN:
