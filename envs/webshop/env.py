@@ -292,7 +292,6 @@ class WebShopEnv(TextEnv):
             "state_key": state_key(page.url) if page is not None else "none",
             "task_type": self._goal.category,
             "score": self._score,
-            "goal_asin": self._goal.asin,
         }
 
     def render(self) -> Any:
