@@ -4,7 +4,9 @@ Three softmax tables, all keyed by the env's `state_key`:
 
     pi_switch(KEEP | SWITCH | s, g)   whether to keep the current subgoal g (turn 0 always SWITCHes)
     pi_high(g | s)                    which subgoal to pursue, chosen on SWITCH turns
-    pi_low(a | s, g)                  which admissible action to take under subgoal g
+    pi_low(a | s, g)                  which admissible action to take under subgoal g:
+                                      softmax(shared[s] + offset[s, g]), so the subgoal refines a
+                                      state policy that every subgoal's experience trains
 
 Subgoal candidates are the env's ``info["subgoals"]`` (KeyRooms lists its task's chain: take the
 key, open the door, ...); an env without them gets one subgoal per verb of its admissible actions
@@ -32,42 +34,40 @@ SWITCH_CHOICES = ("KEEP", "SWITCH")
 
 
 class _SoftmaxTable:
-    """Logits per key over that key's choices; an unseen key starts from `init` (or uniform)."""
+    """Logits per key over that key's choices: a learned offset per key (zeros when unseen) plus
+    an optional shared ``base(key, choices)`` read at every use."""
 
-    def __init__(self, init: Callable[[Hashable, Sequence[str]], np.ndarray] | None = None):
+    def __init__(self, base: Callable[[Hashable, Sequence[str]], np.ndarray] | None = None):
         self.entries: dict[Hashable, tuple[list[str], np.ndarray]] = {}
-        self.init = init
+        self.base = base
 
-    def _initial(self, key: Hashable, choices: Sequence[str]) -> np.ndarray:
-        return self.init(key, choices) if self.init is not None else np.zeros(len(choices))
+    def logits(self, key: Hashable, choices: Sequence[str]) -> np.ndarray:
+        out = self.base(key, choices) if self.base is not None else np.zeros(len(choices))
+        entry = self.entries.get(key)
+        if entry is not None:
+            known, offset = entry
+            if known == list(choices):
+                return out + offset
+            index = {c: i for i, c in enumerate(known)}
+            out = out + np.array([offset[index[c]] if c in index else 0.0 for c in choices])
+        return out
 
     def probs(self, key: Hashable, choices: Sequence[str]) -> np.ndarray:
-        entry = self.entries.get(key)
-        if entry is None:
-            z = np.exp(self._initial(key, choices))
-            return z / z.sum()
-        known, logits = entry
-        if known != list(choices):
-            index = {c: i for i, c in enumerate(known)}
-            logits = np.array([logits[index[c]] if c in index else 0.0 for c in choices])
-        z = np.exp(logits - logits.max())
+        z = self.logits(key, choices)
+        z = np.exp(z - z.max())
         return z / z.sum()
 
     def accumulate(
         self, grads: dict, key: Hashable, choices: Sequence[str], chosen: str, adv: float
     ) -> None:
         """Add adv * (onehot(chosen) - pi(. | key)) to the gradient of `key`."""
-        entry = self.entries.get(key)
-        if entry is None:
-            entry = (list(choices), self._initial(key, choices).astype(np.float64))
-            self.entries[key] = entry
-        known, logits = entry
+        if key not in self.entries:
+            self.entries[key] = (list(choices), np.zeros(len(choices)))
+        known = self.entries[key][0]
         if chosen not in known:
             return
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
         grad = grads.setdefault(key, np.zeros(len(known)))
-        grad -= adv * p
+        grad -= adv * self.probs(key, known)
         grad[known.index(chosen)] += adv
 
     def apply(self, grads: dict, scale: float) -> float:
@@ -94,20 +94,21 @@ class HierTabularAgent:
         self.lr = float(lr)
         self.greedy = greedy
         self.rng = np.random.default_rng(seed)
-        #: state_key -> (admissible actions, prior logits): the starting logits of pi_low(. | s, g)
-        #: for every subgoal g (zeros unless a benchmark warm-starts them, as it does for the flat
-        #: agent's table). Every state the agent has acted in is listed.
+        #: state_key -> (admissible actions, logits shared by every subgoal): pi_low(. | s, g) =
+        #: softmax(shared[s] + offset[s, g]). A benchmark may warm-start it, as the flat agent's
+        #: table; every low-level update also trains it, so what one subgoal learns about a
+        #: state helps the others. Every state the agent has acted in is listed.
         self.table: dict[str, tuple[list[str], np.ndarray]] = {}
         self.switch = _SoftmaxTable()
         self.high = _SoftmaxTable()
-        self.low = _SoftmaxTable(init=self._low_prior)
+        self.low = _SoftmaxTable(base=self._shared_logits)
         #: The current subgoal of every running episode (by rollout index).
         self._current: dict[int, str] = {}
 
     def _sample(self, p: np.ndarray) -> int:
         return int(p.argmax()) if self.greedy else int(self.rng.choice(len(p), p=p))
 
-    def _low_prior(self, key: Hashable, choices: Sequence[str]) -> np.ndarray:
+    def _shared_logits(self, key: Hashable, choices: Sequence[str]) -> np.ndarray:
         entry = self.table.get(key[0])  # key = (state_key, subgoal)
         if entry is None:
             return np.zeros(len(choices))
@@ -185,6 +186,16 @@ class HierTabularAgent:
                     acts = step.admissible_actions
                     self.low.accumulate(grads[2], (s, goal), acts, step.action, float(a_action[i]))
         scale = self.lr / n_traj
+        for (s, _goal), grad in grads[2].items():  # the shared part of pi_low's logits
+            known = self.low.entries[(s, _goal)][0]
+            actions, shared = self.table.setdefault(s, (list(known), np.zeros(len(known))))
+            if actions == known:
+                shared += scale * grad
+            else:
+                index = {a: i for i, a in enumerate(actions)}
+                for a, g_a in zip(known, grad):
+                    if a in index:
+                        shared[index[a]] += scale * g_a
         sq = sum(
             table.apply(gr, scale) for table, gr in zip((self.switch, self.high, self.low), grads)
         )

@@ -83,6 +83,10 @@ class HiPERConfig:
     values: str = "critic"
     """"critic": V_high/V_low/V_term from the value heads; "group": group means of Monte-Carlo
     returns (critic-free, no extra model pass)."""
+    group_bootstrap: str = "mean"
+    """Critic-free only: what a segment bootstraps with at the next boundary: "mean" (the group
+    mean, as every other V) or "return" (that trajectory's own Monte-Carlo return from there,
+    so the low level still sees the episode's outcome when segments are short)."""
     keep_subgoal: str = "low"
     """Advantage of the subgoal tokens of KEEP turns: "low" (A_low) or "zero"."""
     invalid_penalty: float = DEFAULT_INVALID_PENALTY
@@ -141,10 +145,12 @@ def hierarchical_advantages(
     v_low: np.ndarray,
     v_term: np.ndarray,
     config: HiPERConfig,
+    v_boot: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One trajectory's raw A_high (NaN off boundaries), A_low, A_term and G (switch returns).
 
-    A single backward pass; ``v_high`` is read only at segment starts.
+    A single backward pass; ``v_high`` is read only at segment starts. ``v_boot`` (default
+    ``v_high``) is the value a segment ending before turn t bootstraps with at that boundary.
     """
     c = config
     n = len(r)
@@ -156,6 +162,7 @@ def hierarchical_advantages(
     r, starts = np.asarray(r, np.float64).tolist(), np.asarray(starts, bool).tolist()
     v_high, v_low = np.asarray(v_high, np.float64).tolist(), np.asarray(v_low, np.float64).tolist()
     v_term = np.asarray(v_term, np.float64).tolist()
+    v_boot = v_high if v_boot is None else np.asarray(v_boot, np.float64).tolist()
     gamma, lam_turn, lam_seg = c.gamma, c.lam_turn, c.lam_seg
     next_high_v = 0.0  # V_high of the next segment's start (0 after the last segment)
     next_high_a = 0.0  # A_high of the next segment
@@ -180,7 +187,7 @@ def hierarchical_advantages(
             delta = seg_ret + seg_disc * next_high_v - v_high[t]
             next_high_a = delta + seg_disc * lam_seg * next_high_a
             a_high[t] = next_high_a
-            next_high_v = v_high[t]
+            next_high_v = v_boot[t]
     return np.array(a_high), np.array(a_low), np.array(a_term), np.array(g_ret)
 
 
@@ -205,6 +212,7 @@ class HiPER(CreditModule):
         check_choice("values", c.values, VALUE_SOURCES)
         check_choice("keep_mode", c.keep_mode, KEEP_MODES)
         check_choice("keep_subgoal", c.keep_subgoal, KEEP_SUBGOAL)
+        check_choice("group_bootstrap", c.group_bootstrap, ("mean", "return"))
         if not 0.0 <= c.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {c.gamma}")
         # Critic-free HiPER needs nothing from the model (an instance attribute).
@@ -243,11 +251,16 @@ class HiPER(CreditModule):
                 n = len(traj)
                 if n == 0:
                     continue
+                boot = None
                 if c.values == "group":
                     vh, vl, vt = np.full(n, mean_bnd), np.full(n, mean_all), np.full(n, mean_all)
+                    if c.group_bootstrap == "return":
+                        boot = discounted_returns(r, c.gamma)
                 else:
                     vh, vl, vt = self._values(traj, starts)
-                a_high, a_low, a_term, g_ret = hierarchical_advantages(r, starts, vh, vl, vt, c)
+                a_high, a_low, a_term, g_ret = hierarchical_advantages(
+                    r, starts, vh, vl, vt, c, v_boot=boot
+                )
                 parts["high"].append(a_high)
                 parts["low"].append(a_low)
                 parts["term"].append(a_term)

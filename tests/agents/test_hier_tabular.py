@@ -66,10 +66,15 @@ def test_flat_advantages_train_every_table_and_marginal_probs():
     # KEEP turn: no subgoal choice, so only s0 has a high-level entry.
     assert set(agent.high.entries) == {"s0"}
     np.testing.assert_allclose(agent.switch.entries[("s1", "g1")][1], [1.0, -1.0])
+    # A = 2 on "left" at (s0, g1): gradient 2 * ([1, 0] - [1/2, 1/2]) = [1, -1] goes to the
+    # (s0, g1) offset and to the logits shared by every subgoal at s0.
+    np.testing.assert_allclose(agent.low.entries[("s0", "g1")][1], [1.0, -1.0])
+    np.testing.assert_allclose(agent.table["s0"][1], [1.0, -1.0])
     p = agent.probs("s0", ["left", "right"], ["g1", "g2"])
-    # pi_high(g1|s0) = sigmoid(2) with logits [1, -1]; pi_low(left|s0,g1) = sigmoid(2); g2 uniform.
-    ph, pl = 1 / (1 + np.exp(-2)), 1 / (1 + np.exp(-2))
-    np.testing.assert_allclose(p[0], ph * pl + (1 - ph) * 0.5)
+    # pi_high(g1|s0) = sigmoid(2) (logits [1, -1]); pi_low(left|s0,g1) = softmax([2, -2]) =
+    # sigmoid(4); g2 has only the shared logits [1, -1]: sigmoid(2).
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    np.testing.assert_allclose(p[0], sig(2) * sig(4) + (1 - sig(2)) * sig(2))
     assert p.sum() == pytest.approx(1.0)
 
 

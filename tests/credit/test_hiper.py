@@ -137,3 +137,16 @@ def test_reads_the_llm_agents_parsed_fields():
     b = mod([TrajectoryGroup(trajectories=[hier_traj()])])
     for name in ("switch", "subgoal", "action"):
         np.testing.assert_allclose(a.spans[name], b.spans[name])
+
+
+def test_critic_free_bootstrap_with_the_trajectorys_own_return():
+    # group_bootstrap="return": segment 0 bootstraps with this trajectory's MC return at t2 (5)
+    # instead of the group mean, so with lambda_turn = 1 every low-level advantage is its MC
+    # return [1.25, 2.5, 5, 10] minus V_low = 4.6875, and G equals the MC returns.
+    g = TrajectoryGroup(trajectories=[hier_traj()])
+    mod = credit.make("hiper", values="group", group_bootstrap="return", **NO_PENALTY)
+    adv = mod([g])
+    mc = np.array([1.25, 2.5, 5, 10])
+    np.testing.assert_allclose(adv.targets["term"], mc)
+    np.testing.assert_allclose(adv.targets["low"], mc)  # A_low + V_low
+    np.testing.assert_allclose(adv.spans["action"], z(mc - 4.6875))
