@@ -29,6 +29,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--window-size=1280,1600",
+    "--no-proxy-server",  # we only ever talk to 127.0.0.1; a proxy in the environment must not
 )
 
 
@@ -50,6 +51,7 @@ class Browser:
     def __init__(self, page_timeout: float = 30.0):
         try:
             from selenium import webdriver
+            from selenium.webdriver.common.options import BaseOptions
             from selenium.webdriver.chrome.service import Service
         except ImportError as exc:
             raise BrowserUnavailable(
@@ -67,6 +69,10 @@ class Browser:
         for flag in CHROMIUM_FLAGS:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self._profile}")
+        # Driver commands go to 127.0.0.1: never through a proxy from the environment. (The
+        # ChromeOptions override of this method only adds a deprecation warning; webdriver.Chrome
+        # takes no ClientConfig, so the base method is the supported switch.)
+        BaseOptions.ignore_local_proxy_environment_variables(options)
         self.driver = webdriver.Chrome(
             options=options, service=Service(executable_path=CHROMEDRIVER)
         )
