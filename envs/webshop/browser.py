@@ -51,8 +51,8 @@ class Browser:
     def __init__(self, page_timeout: float = 30.0):
         try:
             from selenium import webdriver
-            from selenium.webdriver.common.options import BaseOptions
             from selenium.webdriver.chrome.service import Service
+            from selenium.webdriver.common.options import BaseOptions
         except ImportError as exc:
             raise BrowserUnavailable(
                 "browser mode needs selenium: pip install 'creditgym[browser]'"
