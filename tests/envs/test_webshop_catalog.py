@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from itertools import combinations
 
 import pytest
@@ -69,12 +68,11 @@ def test_values_of_fuzzy_groups_are_distinguishable():
 
 @pytest.mark.slow
 def test_100k_products_build():
-    start = time.perf_counter()
+    # build time is a benchmark (scripts/bench_webshop.py catalog), not asserted here
     big = generate_catalog(100_000, seed=0)
-    elapsed = time.perf_counter() - start
     assert len(big) == 100_000 and len(big.by_asin) == 100_000
     assert len(big.splits["test"]) == 10_000
-    assert elapsed < 120
+    assert {p.category for p in big.products} == set(CATEGORIES)
 
 
 def _write_original(folder, human: bool) -> None:
