@@ -176,14 +176,19 @@ def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str
         pool.env_id, "train", pool.panel.version, tuple(pool.panel.ids[:n_tasks])
     ).hash
     tasks = list(range(n_tasks))
-    exact = ExactValues(pool, tasks, cfg.gamma)
     horizon = pool.envs[0].max_steps
     beta = cfg.prior_beta
-    if beta is None:
-        beta = exact.calibrate(cfg.prior_success, horizon) if cfg.prior_success > 0 else 0.0
-    if beta > 0:
-        exact.warm_start(agent, beta)
-    prior_success = exact.success_probability(beta, horizon)
+    if hasattr(pool.envs[0], "model"):
+        exact = ExactValues(pool, tasks, cfg.gamma)
+        if beta is None:
+            beta = exact.calibrate(cfg.prior_success, horizon) if cfg.prior_success > 0 else 0.0
+        if beta > 0:
+            exact.warm_start(agent, beta)
+        prior_success = exact.success_probability(beta, horizon)
+    else:  # no finite model (e.g. ALFWorld): uniform start, no fidelity
+        if cfg.prior_success > 0 or beta:
+            raise SystemExit(f"{cfg.env} has no model(): run with --prior-success 0")
+        exact, beta, prior_success = None, 0.0, float("nan")
     curve: dict[str, list] = {"eval_iter": [], "eval_success": [], "train_success": []}
     curve.update({"fid_iter": [], "fidelity": []})
     skipped, credit_ms, credit_steps = 0, 0.0, 0

@@ -11,6 +11,8 @@ is a pure function of its inputs, so reusing it changes nothing else.
 from __future__ import annotations
 
 import functools
+import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -59,8 +61,22 @@ class EngineAlfred:
                 "backend='textworld' needs alfworld and textworld[pddl]: run `make install`"
             ) from exc
         _install_translation_cache()
+
+        class _PddlEnv(PddlEnv):
+            """TextWorld's PddlEnv, reading the game file with a closed handle (its own `load`
+            leaves the file open, a ResourceWarning per game)."""
+
+            def load(self, filename_or_data):  # noqa: ANN001 - TextWorld's signature
+                if isinstance(filename_or_data, (str, os.PathLike)):
+                    with open(filename_or_data) as f:
+                        data = json.load(f)
+                    super().load(data)
+                    self._game_file = str(filename_or_data)
+                else:
+                    super().load(filename_or_data)
+
         infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True)
-        env = AlfredInfos(AlfredDemangler(PddlEnv(infos)))
+        env = AlfredInfos(AlfredDemangler(_PddlEnv(infos)))
         if expert:
             env = AlfredExpert(env)
         self._env = env
@@ -85,6 +101,17 @@ class EngineAlfred:
     def expert_plan(self) -> list[str]:
         """alfworld's handcoded expert's next action (needs `expert=True`)."""
         return list(self.state.get("extra.expert_plan") or [])
+
+    def planner_plan(self) -> list[str]:
+        """A plan from the current state by Fast Downward (alfworld's "planner" expert).
+
+        This is what `AlfredExpert(expert_type="planner")` reads from TextWorld's
+        `policy_commands`, computed once here instead of at every step.
+        """
+        env = self._env
+        while not hasattr(env, "_pddl_state"):
+            env = env._wrapped_env
+        return list(env._pddl_state.replan(env._entity_infos))
 
     def facts(self) -> list[str]:
         out = []

@@ -81,6 +81,12 @@ def generated_panel(split: str, size: int | None = None) -> list[str]:
     return ids
 
 
+def _has_real_data(path: Path) -> bool:
+    """Whether `path` holds ALFWorld's downloaded games (json_2.1.1/<split>/... or <split>/...)."""
+    roots = [path / "json_2.1.1", path]
+    return any((r / s).is_dir() for r in roots for s in _REAL_SPLITS.values())
+
+
 def parse_task_id(task_id: str) -> tuple[str, int, int]:
     task_type, plan, seed = task_id.split("/")
     return task_type, int(plan.removeprefix("FloorPlan")), int(seed)
@@ -130,10 +136,21 @@ class ALFWorldEnv(TextEnv):
             raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
         assets.package_dir()  # a clear error now if the alfworld extra is missing
         self.backend = backend
-        data_path = data_path if data_path is not None else os.environ.get("ALFWORLD_DATA")
-        self.data_path = Path(os.path.expandvars(data_path)) if data_path else None
-        if self.data_path is not None and not self.data_path.is_dir():
-            raise ValueError(f"ALFWorld data path {self.data_path} is not a folder")
+        self.data_path: Path | None = None
+        if data_path is not None:
+            self.data_path = Path(os.path.expandvars(data_path))
+            if not self.data_path.is_dir():
+                raise ValueError(f"ALFWorld data path {self.data_path} is not a folder")
+            if not _has_real_data(self.data_path):
+                raise ValueError(
+                    f"ALFWorld data path {self.data_path} has no json_2.1.1/{{train,valid_seen,"
+                    "valid_unseen}} folders"
+                )
+        elif os.environ.get("ALFWORLD_DATA"):
+            # Importing alfworld sets ALFWORLD_DATA to its (usually empty) cache folder, so the
+            # variable alone does not mean the data was downloaded: use it only if it has games.
+            path = Path(os.path.expandvars(os.environ["ALFWORLD_DATA"]))
+            self.data_path = path if _has_real_data(path) else None
         if panel_size is not None and panel_size < 1:
             raise ValueError(f"panel_size must be >= 1, got {panel_size}")
         self.panel_size = panel_size
