@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs.webshop import WebShopEnv
@@ -27,6 +29,13 @@ def pair():
     yield browser, text
     browser.close()
     text.close()
+
+
+def test_check_env_in_browser_mode(pair):
+    browser, _ = pair
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(browser, skip_render_check=True)  # rendering: see the screenshot test
 
 
 def test_same_observations_and_state_keys_as_text_mode(pair):
