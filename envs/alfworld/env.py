@@ -293,3 +293,23 @@ def build_panels(sizes: dict[str, int] | None = None) -> dict[str, float]:
         generated_panel(split, size)
         out[split] = time.perf_counter() - start
     return out
+
+
+def export_games(split: str, dest: str | Path, size: int | None = None) -> list[Path]:
+    """Copy a generated panel's games into ALFWorld's data layout.
+
+    Writes ``dest/json_2.1.1/<train|valid_seen|valid_unseen>/<task folder>/<trial>/`` with
+    ``game.tw-pddl`` and ``traj_data.json``, the layout alfworld's `AlfredTWEnv` (with
+    ``dataset.data_path`` pointing at the split folder) and this env's ``ALFWORLD_DATA`` read.
+    """
+    out = []
+    root = Path(dest) / "json_2.1.1" / _REAL_SPLITS[split]
+    for task_id in generated_panel(split, size):
+        task_type, scene, seed = parse_task_id(task_id)
+        src = game_folder(task_id)
+        folder = root / f"{task_type}-FloorPlan{scene}" / f"trial_{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("game.tw-pddl", "traj_data.json"):
+            (folder / name).write_bytes((src / name).read_bytes())
+        out.append(folder / "game.tw-pddl")
+    return out

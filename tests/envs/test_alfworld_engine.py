@@ -10,6 +10,7 @@ all six task types and all four room kinds.
 import json
 import random
 import warnings
+from pathlib import Path
 
 import gymnasium
 import pytest
@@ -145,3 +146,48 @@ def test_engine_and_fast_envs_report_the_same_infos():
             oa, ra, ta, _, ia = a.step(action)
             ob, rb, tb, _, ib = b.step(action)
             assert (ra, ta, ia["action_valid"]) == (rb, tb, ib["action_valid"])
+
+
+@pytest.mark.slow
+# AlfredTWEnv builds TextWorld's own PddlEnv, whose `load` leaves each game file open.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_alfworlds_own_alfredtwenv_plays_exported_games(tmp_path):
+    from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
+
+    from envs.alfworld.env import export_games
+
+    export_games("test", tmp_path, size=6)  # one game of each task type
+    config = {
+        "env": {
+            "goal_desc_human_anns_prob": 0.0,
+            "task_types": [1, 2, 3, 4, 5, 6],
+            "domain_randomization": False,
+            "expert_type": "handcoded",
+        },
+        "dataset": {
+            "data_path": str(tmp_path / "json_2.1.1" / "valid_unseen"),
+            "num_train_games": -1,
+        },
+        "general": {"training_method": "dagger"},
+        "dagger": {"training": {"max_nb_steps_per_episode": 50}},
+    }
+    alfred = AlfredTWEnv(config, train_eval="train")
+    assert alfred.num_games == 6
+    env = alfred.init_env(batch_size=1)
+    try:
+        for _ in range(2):
+            obs, infos = env.reset()
+            folder = Path(infos["extra.gamefile"][0]).parent
+            data = json.loads((folder / "game.tw-pddl").read_text())
+            fast = FastAlfred(
+                Game.from_game_file(data, json.loads((folder / "traj_data.json").read_text()))
+            )
+            assert obs[0] == fast.reset()
+            won = False
+            while (action := expert_action(fast)) is not None:
+                obs, _, dones, infos = env.step([action])
+                assert obs[0] == fast.step(action)
+                won = infos["won"][0]
+            assert won
+    finally:
+        env.close()
