@@ -20,6 +20,7 @@ exits as soon as its parent process dies or closes its stdin, so no server outli
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import os
@@ -359,9 +360,16 @@ def create_app(catalog: Catalog) -> FastAPI:
 
 
 # ------------------------------------------------------------------------------------- process
-def _watch_parent() -> None:
-    """Exit when the parent dies: stdin reaches EOF, or we are re-parented."""
+def _watch_parent(log_file: str | None = None) -> None:
+    """Exit when the parent dies: stdin reaches EOF, or we are re-parented. The parent cannot
+    clean up after itself then, so its server log (`log_file`) is removed here."""
     parent = os.getppid()
+
+    def leave() -> None:
+        if log_file:
+            with contextlib.suppress(OSError):
+                os.unlink(log_file)
+        os._exit(0)
 
     def stdin_eof() -> None:
         try:
@@ -369,12 +377,12 @@ def _watch_parent() -> None:
                 pass
         except (OSError, ValueError):
             pass
-        os._exit(0)
+        leave()
 
     def reparented() -> None:
         while True:
             if os.getppid() != parent:
-                os._exit(0)
+                leave()
             time.sleep(0.5)
 
     threading.Thread(target=stdin_eof, daemon=True).start()
@@ -413,9 +421,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--watch-parent", action="store_true", help="exit when the parent dies")
+    p.add_argument("--log-file", default=None, help="removed when the parent dies")
     args = p.parse_args(argv)
     if args.watch_parent:
-        _watch_parent()
+        _watch_parent(args.log_file)
     catalog = cached_catalog(args.n_products, args.seed, args.data_path)
     serve(catalog, args.host, args.port)
 

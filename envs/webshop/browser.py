@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -39,6 +41,61 @@ _NONCE_JS = (
 )
 #: Tries for an interaction whose elements went stale before the click (not after it).
 _ATTEMPTS = 3
+
+
+# A watchdog process per browser: when its stdin closes (the owner exited, however it died) or
+# it is re-parented, it kills chromedriver and every Chromium process of this browser's profile
+# (Chromium does not die with chromedriver, nor chromedriver with its parent).
+_REAPER = r"""
+import os, shutil, signal, sys, threading, time
+driver, profile, parent = int(sys.argv[1]), sys.argv[2], os.getppid()
+def watch_parent():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.close(0)
+threading.Thread(target=watch_parent, daemon=True).start()
+try:
+    while os.read(0, 1024):
+        pass
+except OSError:
+    pass
+def ours(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return profile.encode() in f.read()
+    except OSError:
+        return False
+for _ in range(3):
+    me = os.getpid()
+    pids = [driver] + [int(p) for p in os.listdir("/proc") if p.isdigit() and ours(p)]
+    pids = [pid for pid in pids if pid != me]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    time.sleep(0.2)
+shutil.rmtree(profile, ignore_errors=True)
+"""
+
+
+def _start_reaper(driver_pid: int, profile: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _REAPER, str(driver_pid), profile],
+        stdin=subprocess.PIPE,
+        close_fds=True,
+    )
+
+
+def _stop_reaper(reaper: subprocess.Popen) -> None:
+    with contextlib.suppress(OSError):
+        if reaper.stdin is not None:
+            reaper.stdin.close()
+    try:
+        reaper.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        reaper.kill()
+        reaper.wait()
 
 
 class BrowserUnavailable(RuntimeError):
@@ -76,6 +133,7 @@ class Browser:
         self.driver = webdriver.Chrome(
             options=options, service=Service(executable_path=CHROMEDRIVER)
         )
+        self._reaper = _start_reaper(self.driver.service.process.pid, self._profile)
         self.driver.set_page_load_timeout(page_timeout)
         self.timeout = page_timeout
         self._elements: list[Any] = []
@@ -168,4 +226,5 @@ class Browser:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.driver.quit()
+        _stop_reaper(self._reaper)
         shutil.rmtree(self._profile, ignore_errors=True)

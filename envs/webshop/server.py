@@ -118,6 +118,8 @@ class ShopServer:
                 "--port",
                 "0",
                 "--watch-parent",
+                "--log-file",
+                self._log_path,
             ]
             if data_path:
                 cmd += ["--data-path", str(data_path)]

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +25,7 @@ from envs.webshop import WebShopEnv
 pytestmark = pytest.mark.slow
 
 ENV_ID = "creditgym/WebShop-v0"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +105,48 @@ def test_screenshot_needs_browser_mode():
     with pytest.raises(RuntimeError, match="browser"):
         env.screenshot()
     env.close()
+
+
+def test_browser_processes_die_with_their_owner():
+    script = textwrap.dedent(
+        """
+        import time
+        from envs.webshop import WebShopEnv
+        env = WebShopEnv(split="test", mode="browser")
+        env.reset(options={"task_id": 0})
+        print(env._browser._profile, env._browser.driver.service.process.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        profile, driver_pid = owner.stdout.readline().split()
+        assert Path(profile).is_dir()
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+
+        def leftovers() -> list[int]:
+            pids = []
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        if profile.encode() in (entry / "cmdline").read_bytes():
+                            pids.append(int(entry.name))
+                    except OSError:
+                        pass
+            return pids
+
+        end = time.monotonic() + 15
+        while time.monotonic() < end and (leftovers() or Path(profile).exists()):
+            time.sleep(0.2)
+        assert leftovers() == [] and not Path(profile).exists()
+        assert (
+            not Path(f"/proc/{driver_pid}/cmdline").exists()
+            or not Path(f"/proc/{driver_pid}/cmdline").read_bytes()
+        )  # gone, or a zombie awaiting its reaper
+    finally:
+        owner.kill()
+        owner.wait()
+        owner.stdout.close()
