@@ -201,6 +201,13 @@ class Game:
         task = re.search(r'"Your task is to: (.*?)"', data["grammar"])
         if task is None:
             raise UnsupportedGame("the game grammar has no 'Your task is to:' rule")
+        shared = [loc for loc, receps in loc_receps.items() if len(receps) > 1]
+        if shared:
+            # TextWorld then lists objects "next to" a receptacle from its negated-fact history,
+            # which this backend does not track (generated games never share a location).
+            raise UnsupportedGame(
+                f"receptacles share locations {shared[:3]}; use backend='textworld'"
+            )
         unsupported = {"inreceptacleobject", "isreceptacleobjectfull", "holdsanyreceptacleobject"}
         if unsupported & set(by):
             raise UnsupportedGame(

@@ -22,7 +22,14 @@ from envs.alfworld.env import (
     split_floor_plans,
 )
 from envs.alfworld.expert import solve
-from envs.alfworld.fast import FastAlfred, Game, demangled_names, listing, parse_problem
+from envs.alfworld.fast import (
+    FastAlfred,
+    Game,
+    UnsupportedGame,
+    demangled_names,
+    listing,
+    parse_problem,
+)
 
 ENV_ID = "creditgym/ALFWorld-v0"
 
@@ -288,3 +295,29 @@ def test_basins_are_named_like_alfred():
                 names |= {g.names[r].split()[0] for r in g.receptacles}
     assert "sinkbasin" in names and "bathtubbasin" in names
     assert not any("basinbasin" in n for n in names)
+
+
+def test_fast_backend_refuses_what_it_does_not_model():
+    game = generator.make_game(1, "pick_and_place_simple", 0)
+    data = game.game_file()
+    # two receptacles at one location (the real data has a few): the engine's "next to it" list
+    # depends on its negated-fact history, so the fast backend says to use the engine
+    _, facts = parse_problem(data["pddl_problem"])
+    at = [f for f in facts if f[0] == "receptacleatlocation"]
+    lowered = (
+        data["pddl_problem"]
+        .lower()
+        .replace(
+            f"(receptacleatlocation {at[1][1]} {at[1][2]})",
+            f"(receptacleatlocation {at[1][1]} {at[0][2]})",
+        )
+    )
+    assert lowered != data["pddl_problem"].lower()
+    with pytest.raises(UnsupportedGame, match="share locations"):
+        Game.from_game_file({**data, "pddl_problem": lowered}, game.traj_data)
+    sliced = {
+        **game.traj_data,
+        "pddl_params": {**game.traj_data["pddl_params"], "object_sliced": True},
+    }
+    with pytest.raises(UnsupportedGame, match="backend='textworld'"):
+        Game.from_game_file(data, sliced)
