@@ -97,7 +97,7 @@ def game_folder(task_id: str) -> Path:
     task_type, scene, seed = parse_task_id(task_id)
     folder = cache_dir("alfworld", f"games-v{ALFWorldEnv.generator_version}")
     folder = folder / task_type / f"FloorPlan{scene}" / f"trial_{seed}"
-    if not (folder / "game.tw-pddl").exists():
+    if not (folder / "game.tw-pddl").exists() or not (folder / "traj_data.json").exists():
         game = make_game(scene, task_type, seed)
         plan = solve(FastAlfred(Game.from_game_file(game.game_file(), game.traj_data)))
         if plan is None:

@@ -16,7 +16,9 @@ A game is a pure function of ``(floor plan, task type, seed)``. `make_game` retu
 from __future__ import annotations
 
 import json
+import os
 import random
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,9 +350,12 @@ def make_game(scene_num: int, task_type: str, seed: int) -> GeneratedGame:
 def write_game(game: GeneratedGame, folder: Path, walkthrough: list[str] | None = None) -> Path:
     """Write `traj_data.json` and `game.tw-pddl` into `folder`; return the game file path."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "traj_data.json").write_text(json.dumps(game.traj_data, indent=1))
-    path = folder / "game.tw-pddl"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(game.game_file(walkthrough)))
-    tmp.replace(path)
-    return path
+    # Atomic writes (unique temp names): parallel workers may materialise the same game at once.
+    for name, text in (
+        ("traj_data.json", json.dumps(game.traj_data, indent=1)),
+        ("game.tw-pddl", json.dumps(game.game_file(walkthrough))),
+    ):
+        tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / name)
+    return folder / "game.tw-pddl"
