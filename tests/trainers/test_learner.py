@@ -142,7 +142,7 @@ def test_micro_batching_accumulates_to_the_same_gradient() -> None:
         learner.config.micro_batch_tokens = budget
         learner.optimizer.zero_grad(set_to_none=True)
         sums = dict.fromkeys(["pg", "kl", "entropy", "approx_kl", "value"], 0.0)
-        learner._backward_minibatch(samples, adv_of, adv, False, sums)
+        learner._backward_minibatch(samples, adv_of, {}, sums)
         trainable = [p for p in learner.model.parameters() if p.requires_grad]
         grads.append(torch.cat([p.grad.flatten() for p in trainable]))
         assert len(learner._micro_batches(samples)) == (6 if budget == 2 else 1)
