@@ -27,6 +27,7 @@ pytestmark = [
     pytest.mark.slow,
     # vLLM's import touches a deprecated torch.distributed alias; nothing of ours.
     pytest.mark.filterwarnings("ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
 ]
 
 MAX_MODEL_LEN = 1024

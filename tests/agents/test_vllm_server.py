@@ -27,6 +27,7 @@ from agents.models import tiny_model
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
 ]
 
 
