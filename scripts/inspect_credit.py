@@ -26,7 +26,7 @@ import numpy as np
 
 from credit.base import Advantages
 from credit.igpo import turn_rewards
-from credit.trajectory import TrajectoryGroup
+from credit.trajectory import TrajectoryGroup, discounted_returns
 from trainers.config import load_config
 from trainers.train import Trainer, group_seeds
 
@@ -83,15 +83,24 @@ def hiper_table(groups: list[TrajectoryGroup], adv, module, limit: int) -> list[
             if shown >= limit:
                 return lines
             shown += 1
-            r, starts, _ = hiper_rewards(traj, module.config)
-            values = [s.values or {} for s in traj.steps]
-            v = {h: np.array([x.get(h, np.nan) for x in values]) for h in ("high", "low", "term")}
-            if module.config.values == "critic":
-                raw = hierarchical_advantages(
-                    r, starts, v["high"], v["low"], v["term"], module.config
-                )
-            else:
-                raw = (np.full(len(r), np.nan),) * 3
+            c = module.config
+            r, starts, _ = hiper_rewards(traj, c)
+            boot = None
+            if c.values == "critic":
+                values = [s.values or {} for s in traj.steps]
+                v = {
+                    h: np.array([x.get(h, np.nan) for x in values]) for h in ("high", "low", "term")
+                }
+            else:  # the critic-free values: group means of Monte-Carlo returns, as the module
+                prepared = [hiper_rewards(t, c) for t in g.trajectories]
+                mc = [discounted_returns(x[0], c.gamma) for x in prepared]
+                mean_all = float(np.concatenate(mc).mean())
+                mean_bnd = float(np.concatenate([m[x[1]] for m, x in zip(mc, prepared)]).mean())
+                n = len(r)
+                v = {"high": np.full(n, mean_bnd), "low": np.full(n, mean_all)}
+                v["term"] = v["low"]
+                boot = mc[ti] if c.group_bootstrap == "return" else None
+            raw = hierarchical_advantages(r, starts, v["high"], v["low"], v["term"], c, v_boot=boot)
             seg = np.cumsum(starts) - 1
             lines += [
                 f"### group {gi} trajectory {ti} (won: {traj.won}, segments: {int(starts.sum())})",
