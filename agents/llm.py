@@ -29,7 +29,13 @@ from typing import Any
 
 from agents.backends.base import Backend, SamplingConfig
 from agents.base import Context, Turn
-from agents.parsing import OUTPUT_FORMATS, char_to_token_spans, parse
+from agents.parsing import (
+    ACTION_MATCH,
+    OUTPUT_FORMATS,
+    char_to_token_spans,
+    match_admissible,
+    parse,
+)
 from agents.prompts import (
     PromptTemplate,
     followup_message,
@@ -66,6 +72,8 @@ class LLMAgent:
         context: str = "steps",
         admissible_limit: int | None = 50,
         templates: dict[str, PromptTemplate] | None = None,
+        response_prefix: str = "",
+        action_match: str = "strict",
     ):
         """
         Args:
@@ -78,7 +86,22 @@ class LLMAgent:
             context: "steps" (a fresh prompt per turn) or "concat" (one growing sequence).
             admissible_limit: at most this many admissible actions are listed (None: all).
             templates: family -> template overrides (unknown families use the generic one).
+            response_prefix: text placed after the generation prompt as the start of the
+                assistant's reply (e.g. "<action>"). Its tokens belong to the prompt, so they are
+                never trained on; the parser reads prefix + generated text. Small models that
+                cannot yet follow the tag format get the opening tag for free.
+            action_match: "strict" sends the parsed action as written. "admissible" maps the
+                output to the admissible action it names: the parsed action if it is one
+                (ignoring case and surrounding blanks), otherwise the admissible action that
+                occurs first in the output text (the longest on a tie). Such recoveries are
+                counted in ``metrics()["recovered"]``; output that names none stays malformed.
         """
+        if action_match not in ACTION_MATCH:
+            raise ValueError(
+                f"unknown action_match {action_match!r}; choose one of {list(ACTION_MATCH)}"
+            )
+        if response_prefix and output_format == "hiper":
+            raise ValueError("response_prefix is not supported with output_format='hiper'")
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(
                 f"unknown output_format {output_format!r}; choose one of {list(OUTPUT_FORMATS)}"
@@ -98,6 +121,13 @@ class LLMAgent:
         self.context = context
         self.admissible_limit = admissible_limit
         self.templates = dict(templates or {})
+        self.response_prefix = response_prefix
+        self.action_match = action_match
+        self._prefix_ids: list[int] = (
+            list(tokenizer.encode(response_prefix, add_special_tokens=False))
+            if response_prefix
+            else []
+        )
         self._episodes: dict[tuple[str, int], _Episode] = {}
         self._metrics: dict[str, float] = {}
         self.reset_metrics()
@@ -107,13 +137,18 @@ class LLMAgent:
         """One batched generation for all contexts; returns one `Turn` per context, in order."""
         if not contexts:
             return []
-        prompts = [self._prompt(ctx) for ctx in contexts]
+        prompts = [self._prompt(ctx) + self._prefix_ids for ctx in contexts]
         gens = self.backend.generate(prompts, self.sampling)
         if len(gens) != len(contexts):
             raise RuntimeError(f"backend returned {len(gens)} generations for {len(contexts)}")
         turns = []
         for ctx, prompt, gen in zip(contexts, prompts, gens):
-            parsed = parse(gen.text, self.output_format)
+            parsed = parse(self.response_prefix + gen.text, self.output_format)
+            recovered = False
+            if self.action_match == "admissible" and ctx.admissible_actions:
+                parsed, recovered = match_admissible(
+                    parsed, self.response_prefix + gen.text, ctx.admissible_actions
+                )
             spans = None
             if self.output_format == "hiper" and parsed.char_spans:
                 spans = char_to_token_spans(parsed.char_spans, self._token_ends(gen.token_ids))
@@ -130,6 +165,7 @@ class LLMAgent:
                         "parsed": parsed.fields,
                         "format_error": parsed.error,
                         "finish_reason": gen.finish_reason,
+                        "recovered": recovered,
                     },
                 )
             )
@@ -140,6 +176,7 @@ class LLMAgent:
             m = self._metrics
             m["turns"] += 1
             m["format_errors"] += not parsed.format_ok
+            m["recovered"] += recovered
             m["length_stops"] += gen.finish_reason == "length"
             m["prompt_tokens_max"] = max(m["prompt_tokens_max"], len(prompt))
             m["prompt_tokens_sum"] += len(prompt)
@@ -161,7 +198,7 @@ class LLMAgent:
         names = (
             "turns format_errors length_stops prompt_tokens_max prompt_tokens_sum "
             "response_tokens_sum history_dropped observations_cut admissible_cut tasks_cut "
-            "concat_restarts"
+            "concat_restarts recovered"
         )
         self._metrics = dict.fromkeys(names.split(), 0.0)
 

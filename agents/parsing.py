@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 OUTPUT_FORMATS = ("action", "search", "tool", "hiper")
 
@@ -220,6 +221,37 @@ def parse(text: str, output_format: str) -> ParsedOutput:
             f"unknown output_format {output_format!r}; choose one of {list(OUTPUT_FORMATS)}"
         ) from None
     return parser(text)
+
+
+ACTION_MATCH = ("strict", "admissible")
+
+
+def match_admissible(
+    parsed: ParsedOutput, text: str, admissible: Sequence[str]
+) -> tuple[ParsedOutput, bool]:
+    """Map an output to the admissible action it names (see ``LLMAgent(action_match=...)``).
+
+    Returns the (possibly replaced) parse and whether a replacement happened. A parsed action that
+    equals an admissible one up to case and blanks is normalised to it; otherwise the admissible
+    action occurring first in the parsed action, or failing that in the whole text, is taken
+    (longest on a tie). Nothing named: the parse is returned unchanged.
+    """
+    by_norm = {" ".join(a.lower().split()): a for a in admissible}
+    if parsed.format_ok:
+        exact = by_norm.get(" ".join(parsed.action.lower().split()))
+        if exact is not None:
+            return replace(parsed, action=exact), exact != parsed.action
+    for source in ((parsed.action,) if parsed.format_ok else ()) + (text,):
+        hay = " ".join(source.lower().split())
+        best: tuple[int, int, str] | None = None
+        for norm, action in by_norm.items():
+            i = hay.find(norm)
+            if i >= 0 and (best is None or (i, -len(norm)) < best[:2]):
+                best = (i, -len(norm), action)
+        if best is not None:
+            fields = {**parsed.fields, "action": best[2]}
+            return ParsedOutput(best[2], True, fields, parsed.char_spans, ""), True
+    return parsed, False
 
 
 def char_to_token_spans(

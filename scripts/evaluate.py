@@ -63,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from agents.backends import make_backend
-    from agents.backends.base import SamplingConfig
-    from agents.llm import LLMAgent
-    from trainers.train import _seed_everything
+    from trainers.train import _seed_everything, make_agent
 
     _seed_everything(args.seed)
     if args.run:
@@ -113,19 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sampling = SamplingConfig(
-        temperature=agent_cfg.temperature,
-        top_p=agent_cfg.top_p,
-        max_new_tokens=agent_cfg.max_new_tokens,
-    )
     if agent is None or overrides:
-        agent = LLMAgent(
-            backend,
-            agent.tokenizer if agent is not None else tokenizer,
-            history_length=agent_cfg.history_length,
-            max_prompt_tokens=agent_cfg.max_prompt_tokens,
-            sampling=sampling,
-            output_format=agent_cfg.output_format,
+        agent, _ = make_agent(
+            agent_cfg, backend, agent.tokenizer if agent is not None else tokenizer
         )
     pool = EnvPool(env_id, min(args.tasks, 64), split=args.panel, env_kwargs=env_kwargs)
     t0 = time.perf_counter()

@@ -92,6 +92,13 @@ class AgentConfig(_Section):
     (the learner's ``context`` option must match)."""
     admissible_limit: int | None = Field(50, ge=1)
     """List at most this many admissible actions in the prompt (None: all)."""
+    response_prefix: str = ""
+    """Text that starts the assistant's reply as part of the prompt (e.g. "<action>"); never
+    trained on."""
+    action_match: Literal["strict", "admissible"] = "strict"
+    """"admissible": map the output to the admissible action it names (see `agents.llm`)."""
+    stop: list[str] = Field(default_factory=list)
+    """Generation stops after any of these strings (e.g. ["</action>"])."""
 
 
 class BackendConfig(_Section):

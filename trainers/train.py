@@ -48,7 +48,7 @@ from trainers.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from trainers.config import TrainConfig, from_dict, learner_config
+from trainers.config import AgentConfig, TrainConfig, from_dict, learner_config
 from trainers.evaluation import evaluate_policy
 from trainers.logger import MetricsLogger, read_metrics, truncate_metrics
 from trainers.progress import TrainingDisplay
@@ -279,7 +279,6 @@ class Trainer:
     def build(self, pools: bool = True) -> None:
         """Load the model, learner, backend, agent, credit module and (optionally) env pools."""
         from agents.backends import make_backend
-        from agents.llm import LLMAgent
         from agents.models import resolve_model
         from trainers.learner import Learner
 
@@ -302,21 +301,7 @@ class Trainer:
                 "evaluate; train with backend.name=hf or vllm"
             )
         self.timed = TimedBackend(self.backend)
-        self.sampling = SamplingConfig(
-            temperature=cfg.agent.temperature,
-            top_p=cfg.agent.top_p,
-            max_new_tokens=cfg.agent.max_new_tokens,
-        )
-        self.agent = LLMAgent(
-            self.timed,
-            self.learner.tokenizer,
-            history_length=cfg.agent.history_length,
-            max_prompt_tokens=cfg.agent.max_prompt_tokens,
-            sampling=self.sampling,
-            output_format=cfg.agent.output_format,
-            context=cfg.agent.context,
-            admissible_limit=cfg.agent.admissible_limit,
-        )
+        self.agent, self.sampling = make_agent(cfg.agent, self.timed, self.learner.tokenizer)
         self.credit = credit.make(cfg.credit.name, **cfg.credit.options)
         self.eval_history: list[dict[str, Any]] = []
         self._built = True
@@ -720,3 +705,28 @@ def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None
 
 # Silence tokenizers' fork warning in env worker processes started after tokenisation.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_agent(cfg: AgentConfig, backend: Any, tokenizer: Any) -> tuple[Any, SamplingConfig]:
+    """The LLM agent and its sampling options, as an ``agent:`` config section describes them."""
+    from agents.llm import LLMAgent
+
+    sampling = SamplingConfig(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        stop=tuple(cfg.stop),
+    )
+    agent = LLMAgent(
+        backend,
+        tokenizer,
+        history_length=cfg.history_length,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+        sampling=sampling,
+        output_format=cfg.output_format,
+        context=cfg.context,
+        admissible_limit=cfg.admissible_limit,
+        response_prefix=cfg.response_prefix,
+        action_match=cfg.action_match,
+    )
+    return agent, sampling
