@@ -57,7 +57,7 @@ install-vllm: install-core
 		sys.exit(0 if ok else 1)" 2>/dev/null \
 		|| { $(PIP) install -q -e ".[vllm]" && $(PIP) uninstall -q -y torchvision torchaudio torchcodec; }
 
-# The main job: SmolLM2-135M + LoRA + GiGPO on KeyRooms (small), about 15 minutes on 2 CPU cores.
+# The main job: SmolLM2-135M + LoRA + GiGPO on KeyRooms (small), vLLM rollouts; about 7 minutes on 2 cores.
 demo: install
 	$(PY) scripts/train.py --config scripts/configs/demo.yaml
 
