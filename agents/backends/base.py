@@ -40,6 +40,14 @@ class Generation:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def check_request(prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> None:
+    """Reject requests no backend can serve, with the same message everywhere."""
+    if sampling.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+
+
 @runtime_checkable
 class Backend(Protocol):
     #: False for endpoints that cannot return sampled token ids (evaluation only).

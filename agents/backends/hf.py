@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from agents.backends.base import Generation, SamplingConfig
+from agents.backends.base import Generation, SamplingConfig, check_request
 
 
 class HFBackend:
@@ -66,10 +66,7 @@ class HFBackend:
         self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig
     ) -> list[Generation]:
         """Sample one completion per prompt; return token ids, their log-probs and text."""
-        if sampling.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token")
+        check_request(prompts, sampling)
         out: list[Generation] = []
         t0 = time.perf_counter()
         seed = None if sampling.seed is None else sampling.seed + self._calls

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.backends.base import Generation, SamplingConfig
+from agents.backends.base import Generation, SamplingConfig, check_request
 
 #: Environment variables read when ``base_url`` / ``api_key`` are not given.
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -209,10 +209,7 @@ class OpenAIBackend:
         ``(seed, c, i)``: identical prompts in a group still draw different samples, and a rerun
         draws the same ones.
         """
-        if sampling.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token")
+        check_request(prompts, sampling)
         if not prompts:
             return []
         seeds = _prompt_seeds(sampling.seed, self._calls, len(prompts))

@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.backends.base import Generation, SamplingConfig
+from agents.backends.base import Generation, SamplingConfig, check_request
 from agents.backends.openai import OpenAIBackend, _prompt_seeds
 
 #: File name of the exported weights (the name vLLM's safetensors loader looks for).
@@ -337,10 +337,7 @@ class VLLMBackend:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if sampling.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token")
+        check_request(prompts, sampling)
         if not prompts:
             return []
         seeds = _prompt_seeds(sampling.seed, self._calls, len(prompts))
