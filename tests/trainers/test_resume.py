@@ -21,7 +21,7 @@ CONFIG = """
 name: resume
 seed: 3
 model: {name: tiny}
-env: {id: creditgym/KeyRooms-v0, kwargs: {level: small, max_steps: 2}}
+env: {id: "tests.trainers.slow_keyrooms:test/SlowKeyRooms-v0", kwargs: {level: small, max_steps: 2}}
 agent: {max_new_tokens: 4, max_prompt_tokens: 512}
 rollout: {tasks_per_iteration: 2, group_size: 2}
 credit: {name: gigpo}
@@ -33,7 +33,9 @@ logging: {tensorboard: false, plot: false, progress: false}
 
 
 def _train(*args: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONHASHSEED="random")  # nothing may depend on str hashing
+    # Nothing may depend on str hashing; the repo root on the path makes `tests.` importable.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONHASHSEED="random", PYTHONPATH=path)
     return subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
         cwd=ROOT,
@@ -78,7 +80,9 @@ def test_sigkill_mid_iteration_then_resume_matches_an_uninterrupted_run(tmp_path
     while (latest_checkpoint(ckpts) is None) and proc.poll() is None:
         assert time.monotonic() < deadline, "the run never wrote its first checkpoint"
         time.sleep(0.02)
-    time.sleep(0.5)  # well inside iteration 2 (its rollout alone takes longer)
+    # Iteration 2's rollout alone sleeps >= 8 x 0.25 s in env steps (2 tasks x 2 episodes x 2
+    # steps, SlowKeyRooms): 0.5 s after checkpoint 1 appears is inside it on any machine.
+    time.sleep(0.5)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
