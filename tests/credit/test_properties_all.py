@@ -10,16 +10,7 @@ from hypothesis import strategies as st
 import credit
 from credit.grpo import episode_advantages
 from credit.trajectory import Step, Trajectory, TrajectoryGroup
-
-STATES = ["s0", "s1", "s2", "s3"]
-step_st = st.tuples(
-    st.sampled_from(STATES),
-    st.sampled_from(["a", "b"]),
-    st.sampled_from([0.0, 1.0, 10.0]),
-    st.booleans(),
-)
-traj_st = st.lists(step_st, min_size=1, max_size=6)
-group_st = st.lists(traj_st, min_size=2, max_size=5)
+from tests.credit.test_properties import group_st, per_traj, traj_st
 
 
 def _u(*parts: object) -> float:
@@ -53,14 +44,6 @@ def build(spec, distinct: bool = False) -> TrajectoryGroup:
             )
         trajs.append(Trajectory(steps=steps))
     return TrajectoryGroup(trajectories=trajs)
-
-
-def per_traj(values, g):
-    out, pos = [], 0
-    for t in g.trajectories:
-        out.append(values[pos : pos + len(t)])
-        pos += len(t)
-    return out
 
 
 ALL = [(name, {}) for name in credit.available()] + [
