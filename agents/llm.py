@@ -137,7 +137,7 @@ class LLMAgent:
         """One batched generation for all contexts; returns one `Turn` per context, in order."""
         if not contexts:
             return []
-        prompts = [self._prompt(ctx) + self._prefix_ids for ctx in contexts]
+        prompts = [self.prompt_ids(ctx) for ctx in contexts]
         gens = self.backend.generate(prompts, self.sampling)
         if len(gens) != len(contexts):
             raise RuntimeError(f"backend returned {len(gens)} generations for {len(contexts)}")
@@ -182,6 +182,14 @@ class LLMAgent:
             m["prompt_tokens_sum"] += len(prompt)
             m["response_tokens_sum"] += len(gen.token_ids)
         return turns
+
+    def prompt_ids(self, ctx: Context) -> list[int]:
+        """The exact token ids ``act`` would generate from for `ctx` (response prefix included).
+
+        Used by behaviour cloning (`trainers.warmstart`) so demonstrations are trained in the
+        very prompt format the policy later samples in.
+        """
+        return self._prompt(ctx) + self._prefix_ids
 
     def metrics(self, reset: bool = False) -> dict[str, float]:
         """Counters since the last reset, named for the ``agent/`` log group."""

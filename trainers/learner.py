@@ -444,6 +444,78 @@ class Learner:
             metrics["train/value_loss"] = per_step["value"]
         return metrics
 
+    def supervised_update(
+        self, groups: Sequence[TrajectoryGroup], mini_batches: int | None = None, seed: int = 0
+    ) -> dict[str, float]:
+        """One epoch of behaviour cloning: minimise the token-mean NLL of the recorded responses.
+
+        The same samples, micro-batching and optimizer as `update`, without advantages, clipping
+        or KL (`trainers.warmstart` uses it on expert demonstrations). Returns ``sft/...`` metrics,
+        among them the mean NLL per response token, measured before each optimizer step.
+        """
+        t0 = time.perf_counter()
+        samples = self.build_samples(groups)
+        if not samples:
+            raise ValueError("no response tokens to train on")
+        n_mb = min(mini_batches or self.config.mini_batches, len(samples))
+        order = np.random.default_rng([seed, self.updates]).permutation(len(samples))
+        nll_sum, tokens, steps = 0.0, 0, 0
+        self.model.train()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        for chunk in np.array_split(order, n_mb):
+            mb = [samples[i] for i in chunk]
+            denom = sum(s.num_tokens for s in mb)
+            for micro in self._micro_batches(mb):
+                logp, _, _ = self._forward(micro, entropy=False)
+                loss = -logp.sum() / denom
+                loss.backward()
+                nll_sum += float(-logp.detach().sum())
+                tokens += int(logp.numel())
+            if self.config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            steps += 1
+        self.updates += 1
+        self._prepared = None
+        return {
+            "sft/nll": nll_sum / max(tokens, 1),
+            "sft/samples": float(len(samples)),
+            "sft/tokens": float(tokens),
+            "sft/optimizer_steps": float(steps),
+            "sft/update_s": time.perf_counter() - t0,
+        }
+
+    @torch.no_grad()
+    def greedy_match(self, groups: Sequence[TrajectoryGroup]) -> float:
+        """Fraction of recorded steps whose whole response is the policy's argmax, token by token.
+
+        On expert demonstrations this is the greedy policy's step accuracy.
+        """
+        samples = self.build_samples(groups)
+        if not samples:
+            raise ValueError("no response tokens to score")
+        self.model.eval()
+        hits = sum(self._greedy_hits(micro) for micro in self._micro_batches(samples))
+        self.model.train()
+        return hits / len(samples)
+
+    def _greedy_hits(self, batch: list[_Sample]) -> int:
+        width = max(len(s.ids) for s in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, s in enumerate(batch):
+            ids[b, : len(s.ids)] = torch.as_tensor(s.ids)
+            mask[b, : len(s.ids)] = 1
+        hidden = self._hidden(self.base_model, ids, mask)
+        head = self.base_model.get_output_embeddings()
+        hits = 0
+        for b, s in enumerate(batch):
+            pos = torch.as_tensor(s.positions)
+            pred = head(hidden[b, pos - 1]).argmax(-1)
+            hits += bool(torch.equal(pred, ids[b, pos]))
+        return hits
+
     def _backward_minibatch(
         self,
         mb: list[_Sample],
