@@ -122,6 +122,19 @@ class CreditConfig(_Section):
     """Overrides of the module's paper defaults, checked against its options dataclass."""
 
 
+class WarmstartConfig(_Section):
+    episodes: int = Field(0, ge=0)
+    """Expert episodes (train split) to behaviour-clone before RL; 0 skips the warm start."""
+    epochs: int = Field(1, ge=1)
+    """Passes over the demonstrations."""
+    lr: float = Field(2e-4, gt=0)
+    """AdamW learning rate of the warm start."""
+    mini_batches: int = Field(8, ge=1)
+    """Optimizer steps per epoch."""
+    eval_episodes: int = Field(16, ge=0)
+    """Held-out expert episodes (eval split) for the greedy step accuracy before and after."""
+
+
 class EvalConfig(_Section):
     every: int = Field(0, ge=0)
     """Evaluate after every k-th iteration (0: only before and after training)."""
@@ -176,6 +189,9 @@ class TrainConfig(_Section):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     credit: CreditConfig = Field(default_factory=CreditConfig)
+    warmstart: WarmstartConfig = Field(default_factory=WarmstartConfig)
+    """Behaviour cloning of the env's expert before RL (`trainers.warmstart`); the run then
+    trains the cloned model, which is also its KL reference."""
     learner: dict[str, Any] = Field(default_factory=dict)
     """Fields of `trainers.learner.LearnerConfig` (e.g. ``lr``, ``lora_r``, ``micro_batch_size``)."""
     eval: EvalConfig = Field(default_factory=EvalConfig)

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -284,7 +285,8 @@ class Trainer:
 
         cfg = self.config
         _seed_everything(cfg.seed)
-        self.model_path = resolve_model(cfg.model.name)
+        self.model_path = self._warm_start() if cfg.warmstart.episodes else None
+        self.model_path = self.model_path or resolve_model(cfg.model.name)
         learner_options = dict(cfg.learner)
         # The learner scores tokens at the sampling temperature, in the agent's context mode.
         learner_options.setdefault("temperature", cfg.agent.temperature or 1.0)
@@ -318,6 +320,38 @@ class Trainer:
                 env_kwargs=cfg.env.kwargs,
             )
         self.sampler = TaskSampler(len(self.pool.panel), cfg.seed)
+
+    def _warm_start(self) -> str:
+        """Behaviour-clone the expert into ``<run>/warmstart/model`` once; reuse it on resume."""
+        from trainers.warmstart import warm_start
+
+        out = self.folder.path / "warmstart"
+        model = out / "model"
+        report = out / "warmstart.json"
+        if report.exists() and (model / "config.json").exists():
+            return str(model.resolve())
+        shutil.rmtree(out, ignore_errors=True)  # a warm start killed half-way: start it again
+        ws = self.config.warmstart
+        print(f"warm start: behaviour cloning {ws.episodes} expert episodes", flush=True)
+        result = warm_start(
+            self.config,
+            out,
+            episodes=ws.episodes,
+            epochs=ws.epochs,
+            lr=ws.lr,
+            mini_batches=ws.mini_batches,
+            eval_episodes=ws.eval_episodes,
+            progress=self.config.logging.progress,
+        )
+        before = result.get("held_out_greedy_match_before")
+        after = result.get("held_out_greedy_match_after")
+        if before is not None:
+            print(
+                f"warm start: held-out greedy step accuracy {before:.2f} -> {after:.2f} "
+                f"({result['seconds']:.0f} s)",
+                flush=True,
+            )
+        return str(Path(result["model"]).resolve())
 
     def load_latest_weights(self) -> int:
         """Load the newest checkpoint's learner state (for evaluation); return its iteration."""
@@ -356,6 +390,7 @@ class Trainer:
             "transformers": transformers.__version__,
             "host": platform.node(),
             "model_path": self.model_path,
+            "warmstart": self._warmstart_summary(),
             "panels": panels,
             "credit": repr(self.credit),
             "logging": self.logger.backends,
@@ -365,6 +400,13 @@ class Trainer:
         else:
             meta.setdefault("resumes", []).append(info | {"from_iteration": self.start_iteration})
         self.folder.write_json(self.folder.meta, meta)
+
+    def _warmstart_summary(self) -> dict[str, Any] | None:
+        path = self.folder.path / "warmstart" / "warmstart.json"
+        if not self.config.warmstart.episodes or not path.exists():
+            return None
+        report = json.loads(path.read_text())
+        return {k: v for k, v in report.items() if k != "history"}
 
     def _restore(self) -> None:
         ckpt_path = latest_checkpoint(self.folder.checkpoints)

@@ -100,7 +100,8 @@ def demonstrations(
     n = sum(len(g.trajectories) for g in groups)
     if won < n:
         raise RuntimeError(
-            f"the expert won only {won} of {n} demonstrations; refusing to clone a failing expert"
+            f"the expert won only {won} of {n} demonstrations; refusing to clone a failing "
+            "expert (are episodes cut shorter than a solution? raise env.kwargs.max_steps)"
         )
     return groups, {"episodes": float(n), "steps": float(steps), "expert_success": won / max(n, 1)}
 
@@ -134,7 +135,9 @@ def warm_start(
     t_start = time.perf_counter()
     model_path = resolve_model(config.model.name)
     options = dict(config.learner)
-    options.update(lr=lr, kl_coef=0.0, context=config.agent.context, seed=config.seed)
+    options.update(
+        lr=lr, kl_coef=0.0, temperature=1.0, context=config.agent.context, seed=config.seed
+    )
     learner = Learner(learner_config(options), model_path)
     llm, _ = make_agent(config.agent, None, learner.tokenizer)
     agent = DemonstrationAgent(llm)

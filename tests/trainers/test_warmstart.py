@@ -91,3 +91,38 @@ def test_warm_start_writes_a_loadable_model_and_a_report(tmp_path: Path) -> None
     assert reloaded.trainable_parameters() > 0
     with pytest.raises(FileExistsError):
         warm_start(config, tmp_path, episodes=1, epochs=1, eval_episodes=0, progress=False)
+
+
+@pytest.mark.slow
+def test_a_run_with_a_warmstart_section_trains_the_cloned_model(tmp_path: Path) -> None:
+    from tests.trainers.test_train import tiny_config
+    from trainers.train import Trainer, train
+
+    extra = ["warmstart.episodes=2", "warmstart.eval_episodes=1", "train.iterations=1"]
+    cfg = tiny_config(
+        tmp_path,
+        "agent.response_prefix=<action>",
+        "env.kwargs={level: small, max_steps: 10}",
+        *extra,
+    )
+    result = train(cfg, argv=["test"])
+    clone = Path(result.run_dir) / "warmstart"
+    assert (clone / "model" / "config.json").exists()
+    meta = json.loads((Path(result.run_dir) / "meta.json").read_text())
+    assert meta["created"]["model_path"] == str((clone / "model").resolve())
+    assert meta["created"]["warmstart"]["demonstrations"]["episodes"] == 2
+    # A resume reuses the cloned model instead of cloning again.
+    stamp = (clone / "model" / "model.safetensors").stat().st_mtime_ns
+    trainer = Trainer(cfg, run_dir=result.run_dir, resume=True)
+    trainer.build(pools=False)
+    assert trainer.model_path == str((clone / "model").resolve())
+    assert (clone / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_an_expert_cut_short_is_refused_with_the_reason(learner) -> None:
+    agent = _agent(learner)
+    with (
+        EnvPool("creditgym/KeyRooms-v0", 1, env_kwargs={"level": "small", "max_steps": 2}) as pool,
+        pytest.raises(RuntimeError, match="max_steps"),
+    ):
+        demonstrations(pool, agent, episodes=1, seed=0, batch=1)
