@@ -6,7 +6,7 @@ from pathlib import Path
 
 from trainers.logger import read_metrics
 
-__all__ = ["plot_run"]
+__all__ = ["compare_runs", "plot_run", "summarize_run"]
 
 
 def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -85,6 +85,92 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax.set_xlabel("iteration")
     fig.suptitle(run_dir.name)
     fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _eval_reports(run_dir: Path) -> list[dict]:
+    import json
+
+    paths = sorted((run_dir / "eval").glob("iter_*.json"))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize_run(run_dir: str | Path, window: int = 5) -> dict:
+    """Before/after figures of one run: eval success at its first and last eval, and the mean
+    rollout success and invalid rate over the first and last `window` iterations."""
+    run_dir = Path(run_dir)
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if "rollout/success" in r]
+    evals = _eval_reports(run_dir)
+    head, tail = records[:window], records[-window:]
+    return {
+        "run": run_dir.name,
+        "iterations": len(records),
+        "eval_tasks": int(evals[0]["episodes"]) if evals else 0,
+        "eval_before": evals[0]["success"] if evals else None,
+        "eval_before_iteration": evals[0]["iteration"] if evals else None,
+        "eval_after": evals[-1]["success"] if len(evals) > 1 else None,
+        "eval_after_iteration": evals[-1]["iteration"] if len(evals) > 1 else None,
+        "eval_invalid_before": evals[0]["invalid_rate"] if evals else None,
+        "eval_invalid_after": evals[-1]["invalid_rate"] if len(evals) > 1 else None,
+        "rollout_success_first": _mean([r["rollout/success"] for r in head]),
+        "rollout_success_last": _mean([r["rollout/success"] for r in tail]),
+        "rollout_invalid_first": _mean([r["rollout/invalid_rate"] for r in head]),
+        "rollout_invalid_last": _mean([r["rollout/invalid_rate"] for r in tail]),
+        "seconds_per_iteration": _mean([r["time/iteration"] for r in records]),
+    }
+
+
+def compare_runs(run_dirs: list[str | Path], out: str | Path, window: int = 5) -> Path:
+    """One PNG for several runs (e.g. seeds): rollout success (moving mean over `window`
+    iterations), invalid rate, and eval success per evaluation, one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not run_dirs:
+        raise ValueError("no runs to compare")
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for k, run in enumerate(run_dirs):
+        run = Path(run)
+        records = read_metrics(run / "metrics.jsonl")
+        if not records:
+            raise ValueError(f"{run} has no metrics to plot")
+        colour = f"C{k % 10}"
+        xs, ys = _series(records, "rollout/success")
+        smooth = [_mean(ys[max(0, i - window + 1) : i + 1]) for i in range(len(ys))]
+        axes[0].plot(xs, ys, "o", color=colour, alpha=0.3, markersize=3)
+        axes[0].plot(xs, smooth, "-", color=colour, label=run.name)
+        xs, ys = _series(records, "rollout/invalid_rate")
+        axes[1].plot(xs, ys, "-o", color=colour, markersize=3, label=run.name)
+        evals = _eval_reports(run)
+        axes[2].plot(
+            [e["iteration"] for e in evals],
+            [e["success"] for e in evals],
+            "-s",
+            color=colour,
+            label=run.name,
+        )
+    titles = (
+        f"rollout success (dots) and its {window}-iteration mean",
+        "invalid-action rate in rollouts",
+        "eval-panel success",
+    )
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.legend(loc="best", fontsize=8)
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[2].set_ylim(-0.05, 1.05)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
