@@ -3,6 +3,7 @@
     python scripts/evaluate.py --model smollm2-135m --env creditgym/KeyRooms-v0 \
         --env-kwargs '{"level": "small"}' --panel valid --tasks 50 --out report.json
     python scripts/evaluate.py --run runs/demo --panel test --tasks 100
+    python scripts/evaluate.py --run runs/demo --start --panel test --tasks 100   # before training
 
 One episode per task on the first ``--tasks`` tasks of the panel, with fixed reset seeds, so two
 reports with the same panel hash are comparable. The report holds success overall and per task
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default=None, help="model name, HF folder or hub id")
     src.add_argument("--run", help="a run folder: evaluate its latest checkpoint, its settings")
+    p.add_argument(
+        "--start",
+        action="store_true",
+        help="with --run: evaluate the run's starting model (its iteration 0), not its checkpoint",
+    )
     p.add_argument("--env", help="registered env id (default: the run's)")
     p.add_argument("--env-kwargs", default=None, help="JSON dict for gymnasium.make")
     p.add_argument("--panel", default="valid", help="split: train, valid or test")
@@ -59,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.run and not args.env:
         p.error("--env is required with --model")
+    if args.start and not args.run:
+        p.error("--start needs --run")
 
     import torch
 
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         trainer = Trainer(config, run_dir=args.run, resume=True)
         trainer.build(pools=False)
-        iteration = trainer.load_latest_weights()
+        iteration = 0 if args.start else trainer.load_latest_weights()
         agent_cfg = config.agent
         env_id = args.env or config.env.id
         env_kwargs = config.env.kwargs if cli_env_kwargs is None else cli_env_kwargs
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out
     if out is None and args.run:
-        out = str(Path(args.run) / "eval" / f"{args.panel}.json")
+        out = str(Path(args.run) / "eval" / f"{args.panel}{'_start' if args.start else ''}.json")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=1))

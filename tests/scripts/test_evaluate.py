@@ -44,3 +44,22 @@ def test_evaluate_rejects_bad_arguments() -> None:
     assert proc.returncode == 2 and "JSON object" in proc.stderr
     proc = _run("--model", "tiny")
     assert proc.returncode == 2 and "--env is required" in proc.stderr
+    proc = _run("--model", "tiny", "--env", "creditgym/KeyRooms-v0", "--start")
+    assert proc.returncode == 2 and "--start needs --run" in proc.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_a_run_before_and_after_training(tmp_path: Path) -> None:
+    from tests.trainers.test_train import tiny_config
+    from trainers.train import train
+
+    run = train(tiny_config(tmp_path, "train.iterations=1", "eval.tasks=0"), argv=["t"]).run_dir
+    reports = {}
+    for flag in ("--start", None):
+        proc = _run("--run", str(run), "--tasks", "2", *([flag] if flag else []))
+        assert proc.returncode == 0, proc.stderr
+        name = "valid_start.json" if flag else "valid.json"
+        reports[flag] = json.loads((Path(run) / "eval" / name).read_text())
+    assert reports["--start"]["model"].endswith("(iteration 0)")
+    assert reports[None]["model"].endswith("(iteration 1)")
+    assert reports["--start"]["panel_hash"] == reports[None]["panel_hash"]
