@@ -4,8 +4,9 @@
         --out runs/keyrooms_small_learning.png
 
 For each run: eval-panel success at its first evaluation (before training) and its last, and the
-mean rollout success and invalid rate over the first and last ``--window`` iterations. The table
-is Markdown; ``--json`` also writes the figures as JSON.
+mean rollout success and invalid rate over the first and last ``--window`` iterations, and, when
+``scripts/evaluate.py --run RUN [--start]`` has written ``eval/valid_start.json`` and
+``eval/valid.json``, their success. The table is Markdown; ``--json`` also writes the figures.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| run | iterations | eval success before -> after (tasks) | eval invalid before -> after"
         f" | rollout success first {w} -> last {w} | rollout invalid first {w} -> last {w} "
-        "| s/iteration |"
+        "| evaluate.py success start -> end (tasks) | s/iteration |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['run']} | {r['iterations']} "
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {_f(r['eval_invalid_before'])} -> {_f(r['eval_invalid_after'])} "
             f"| {_f(r['rollout_success_first'])} -> {_f(r['rollout_success_last'])} "
             f"| {_f(r['rollout_invalid_first'])} -> {_f(r['rollout_invalid_last'])} "
+            f"| {_f(r['panel_before'])} -> {_f(r['panel_after'])} ({r['panel_tasks'] or '-'}) "
             f"| {r['seconds_per_iteration'] or 0:.1f} |"
         )
     if args.json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from trainers.logger import read_metrics
@@ -91,9 +92,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def _eval_reports(run_dir: Path) -> list[dict]:
-    import json
 
-    paths = sorted((run_dir / "eval").glob("iter_*.json"))
+    paths = sorted((run_dir / "eval").glob("iter_*.json"))  # the trainer's own evaluations
     return [json.loads(p.read_text()) for p in paths]
 
 
@@ -108,7 +108,17 @@ def summarize_run(run_dir: str | Path, window: int = 5) -> dict:
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if "rollout/success" in r]
     evals = _eval_reports(run_dir)
     head, tail = records[:window], records[-window:]
+    # Larger evaluations written by `scripts/evaluate.py --run` (with --start: the starting model).
+    standalone = {}
+    for label, name in (("before", "valid_start.json"), ("after", "valid.json")):
+        path = run_dir / "eval" / name
+        if path.exists():
+            report = json.loads(path.read_text())
+            standalone[f"panel_{label}"] = report["success"]
+            standalone["panel_tasks"] = int(report["tasks"])
     return {
+        **dict.fromkeys(("panel_before", "panel_after", "panel_tasks")),
+        **standalone,
         "run": run_dir.name,
         "iterations": len(records),
         "eval_tasks": int(evals[0]["episodes"]) if evals else 0,

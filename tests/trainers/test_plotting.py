@@ -42,6 +42,11 @@ def test_summary_reads_first_and_last_evals_and_iteration_windows(tmp_path: Path
     assert s["rollout_success_first"] == pytest.approx(0.125)
     assert s["rollout_success_last"] == pytest.approx(1.0)
     assert s["rollout_invalid_last"] == pytest.approx(0.0)
+    assert s["panel_before"] is None
+    for name, success in (("valid_start.json", 0.25), ("valid.json", 0.5)):
+        (run / "eval" / name).write_text(json.dumps({"success": success, "tasks": 64}))
+    s = summarize_run(run, window=2)
+    assert (s["panel_before"], s["panel_after"], s["panel_tasks"]) == (0.25, 0.5, 64)
 
 
 def test_plots_are_written(tmp_path: Path) -> None:
