@@ -92,7 +92,6 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def _eval_reports(run_dir: Path) -> list[dict]:
-
     paths = sorted((run_dir / "eval").glob("iter_*.json"))  # the trainer's own evaluations
     return [json.loads(p.read_text()) for p in paths]
 
