@@ -4,6 +4,7 @@
         --env-kwargs '{"level": "small"}' --panel valid --tasks 50 --out report.json
     python scripts/evaluate.py --run runs/demo --panel test --tasks 100
     python scripts/evaluate.py --run runs/demo --start --panel test --tasks 100   # before training
+    python scripts/evaluate.py --model smollm2-135m --config scripts/configs/demo.yaml --tasks 64
 
 One episode per task on the first ``--tasks`` tasks of the panel, with fixed reset seeds, so two
 reports with the same panel hash are comparable. The report holds success overall and per task
@@ -46,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --run: evaluate the run's starting model (its iteration 0), not its checkpoint",
     )
-    p.add_argument("--env", help="registered env id (default: the run's)")
+    p.add_argument(
+        "--config",
+        help="with --model: take the agent and env settings from this training config",
+    )
+    p.add_argument("--env", help="registered env id (default: the run's or the config's)")
     p.add_argument("--env-kwargs", default=None, help="JSON dict for gymnasium.make")
     p.add_argument("--panel", default="valid", help="split: train, valid or test")
     p.add_argument("--tasks", type=int, default=50, help="first N tasks of the panel")
@@ -63,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     cli_env_kwargs = (
         None if args.env_kwargs is None else _json_dict(p, args.env_kwargs, "--env-kwargs")
     )
-    if not args.run and not args.env:
-        p.error("--env is required with --model")
+    if not args.run and not args.env and not args.config:
+        p.error("--env (or --config) is required with --model")
+    if args.config and args.run:
+        p.error("--config goes with --model; a --run has its own config")
     if args.start and not args.run:
         p.error("--start needs --run")
 
@@ -96,9 +103,18 @@ def main(argv: list[str] | None = None) -> int:
 
         from agents.models import resolve_model
 
-        agent_cfg = AgentConfig()
-        env_id = args.env
-        env_kwargs = cli_env_kwargs or {}
+        agent_cfg, env_id, env_kwargs = AgentConfig(), args.env, cli_env_kwargs or {}
+        if args.config:
+            from trainers.config import load_config
+
+            try:
+                config = load_config(args.config)
+            except (ConfigError, FileNotFoundError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            agent_cfg = config.agent
+            env_id = args.env or config.env.id
+            env_kwargs = config.env.kwargs if cli_env_kwargs is None else cli_env_kwargs
         model_name = args.model or "smollm2-135m"
         path = resolve_model(model_name)
         backend = make_backend(args.backend, path, **backend_kwargs)
@@ -136,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "panel_hash": result.pop("panel_hash"),
         "tasks": int(result["episodes"]),
         "backend": config.backend.name if args.run else args.backend,
+        "config": args.config,
         "agent": agent_cfg.model_dump(),
         "seed": args.seed,
         "seconds": time.perf_counter() - t0,

@@ -43,7 +43,9 @@ def test_evaluate_rejects_bad_arguments() -> None:
     proc = _run("--model", "tiny", "--env", "creditgym/KeyRooms-v0", "--env-kwargs", "[1]")
     assert proc.returncode == 2 and "JSON object" in proc.stderr
     proc = _run("--model", "tiny")
-    assert proc.returncode == 2 and "--env is required" in proc.stderr
+    assert proc.returncode == 2 and "--env (or --config) is required" in proc.stderr
+    proc = _run("--run", "runs/x", "--config", "scripts/configs/demo.yaml")
+    assert proc.returncode == 2 and "--config goes with --model" in proc.stderr
     proc = _run("--model", "tiny", "--env", "creditgym/KeyRooms-v0", "--start")
     assert proc.returncode == 2 and "--start needs --run" in proc.stderr
 
@@ -63,3 +65,19 @@ def test_evaluate_a_run_before_and_after_training(tmp_path: Path) -> None:
     assert reports["--start"]["model"].endswith("(iteration 0)")
     assert reports[None]["model"].endswith("(iteration 1)")
     assert reports["--start"]["panel_hash"] == reports[None]["panel_hash"]
+
+
+@pytest.mark.slow
+def test_evaluate_takes_agent_and_env_settings_from_a_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "env: {id: creditgym/KeyRooms-v0, kwargs: {level: small, max_steps: 2}}\n"
+        "agent: {response_prefix: '<action>', max_new_tokens: 3, history_length: 0}\n"
+    )
+    out = tmp_path / "report.json"
+    proc = _run("--model", "tiny", "--config", str(cfg), "--tasks", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["env_kwargs"] == {"level": "small", "max_steps": 2}
+    assert report["agent"]["response_prefix"] == "<action>"
+    assert report["agent"]["max_new_tokens"] == 3 and report["config"] == str(cfg)
