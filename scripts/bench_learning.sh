@@ -15,6 +15,9 @@ seeds=("$@")
 if [ ! -f "$BC/warmstart.json" ]; then
     "$PY" scripts/warmstart.py --config "$CONFIG" --out "$BC" --episodes 8 --epochs 1
 fi
+# The untrained model in the same format, for reference.
+[ -f runs/keyrooms_small_base_valid.json ] || "$PY" scripts/evaluate.py --model smollm2-135m \
+    --config "$CONFIG" --backend vllm --tasks "$TASKS" --out runs/keyrooms_small_base_valid.json
 runs=()
 for s in "${seeds[@]}"; do
     run=runs/keyrooms_small_s$s
