@@ -59,6 +59,7 @@ def test_demonstrations_are_expert_wins_in_the_policys_prompt_format(learner) ->
         demonstrations(pool, agent, episodes=len(pool.panel) + 1, seed=0, batch=1)
 
 
+@pytest.mark.slow
 def test_supervised_update_lowers_the_nll_and_raises_greedy_accuracy(learner) -> None:
     agent = _agent(learner, response_prefix="<action>")
     with EnvPool("creditgym/KeyRooms-v0", 2, env_kwargs=ENV_KWARGS) as pool:
@@ -72,6 +73,7 @@ def test_supervised_update_lowers_the_nll_and_raises_greedy_accuracy(learner) ->
     assert 0.0 <= before < 0.5 < after <= 1.0, (before, after)
 
 
+@pytest.mark.slow
 def test_warm_start_writes_a_loadable_model_and_a_report(tmp_path: Path) -> None:
     config = from_dict(
         {
