@@ -81,20 +81,30 @@ def main(argv: list[str] | None = None) -> int:
     from trainers.train import _seed_everything, make_agent
 
     _seed_everything(args.seed)
-    if args.run:
-        from trainers.train import Trainer, load_run_config
+    config = None
+    try:
+        if args.run:
+            from trainers.train import load_run_config
 
-        try:
             config = load_run_config(args.run)
-        except (ConfigError, FileNotFoundError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        elif args.config:
+            from trainers.config import load_config
+
+            config = load_config(args.config)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    agent_cfg = config.agent if config else AgentConfig()
+    env_id = args.env or (config.env.id if config else None)
+    env_kwargs = cli_env_kwargs
+    if env_kwargs is None:
+        env_kwargs = config.env.kwargs if config else {}
+    if args.run:
+        from trainers.train import Trainer
+
         trainer = Trainer(config, run_dir=args.run, resume=True)
         trainer.build(pools=False)
         iteration = 0 if args.start else trainer.load_latest_weights()
-        agent_cfg = config.agent
-        env_id = args.env or config.env.id
-        env_kwargs = config.env.kwargs if cli_env_kwargs is None else cli_env_kwargs
         agent = trainer.agent
         backend = trainer.backend
         model_name = f"{args.run} (iteration {iteration})"
@@ -103,18 +113,6 @@ def main(argv: list[str] | None = None) -> int:
 
         from agents.models import resolve_model
 
-        agent_cfg, env_id, env_kwargs = AgentConfig(), args.env, cli_env_kwargs or {}
-        if args.config:
-            from trainers.config import load_config
-
-            try:
-                config = load_config(args.config)
-            except (ConfigError, FileNotFoundError) as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            agent_cfg = config.agent
-            env_id = args.env or config.env.id
-            env_kwargs = config.env.kwargs if cli_env_kwargs is None else cli_env_kwargs
         model_name = args.model or "smollm2-135m"
         path = resolve_model(model_name)
         backend = make_backend(args.backend, path, **backend_kwargs)
