@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             mini_batches=args.mini_batches,
             eval_episodes=args.eval_episodes,
         )
-    except (ValueError, FileExistsError) as exc:
+    except (ValueError, TypeError, RuntimeError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = {k: v for k, v in report.items() if k != "history"}
