@@ -253,17 +253,13 @@ class Learner:
         last prompt token, or for HiPER's V_low the end of the subgoal). ``reference=True``
         scores under the reference policy instead.
         """
-        width = max(len(s.ids) for s in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        ids, mask = self._pad(batch)
         heads = self._ensure_value_heads() if values else None
         rows, cols = [], []
         value_at: dict[str, tuple[list[int], list[int]]] = {
             n: ([], []) for n in (heads.names if heads else [])
         }
         for b, s in enumerate(batch):
-            ids[b, : len(s.ids)] = torch.as_tensor(s.ids)
-            mask[b, : len(s.ids)] = 1
             rows.extend([b] * s.num_tokens)
             cols.extend(p - 1 for p in s.positions)
             for _, step, offset, _ in s.parts:
@@ -293,6 +289,17 @@ class Learner:
                 }
             )
         return logp, (ent if entropy else None), vals
+
+    @staticmethod
+    def _pad(batch: list[_Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded token ids and the attention mask of a micro-batch."""
+        width = max(len(s.ids) for s in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, s in enumerate(batch):
+            ids[b, : len(s.ids)] = torch.as_tensor(s.ids)
+            mask[b, : len(s.ids)] = 1
+        return ids, mask
 
     @staticmethod
     def _hidden(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -501,12 +508,7 @@ class Learner:
         return hits / len(samples)
 
     def _greedy_hits(self, batch: list[_Sample]) -> int:
-        width = max(len(s.ids) for s in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for b, s in enumerate(batch):
-            ids[b, : len(s.ids)] = torch.as_tensor(s.ids)
-            mask[b, : len(s.ids)] = 1
+        ids, mask = self._pad(batch)
         hidden = self._hidden(self.base_model, ids, mask)
         head = self.base_model.get_output_embeddings()
         hits = 0
