@@ -27,16 +27,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.backends.base import Backend, SamplingConfig
-from agents.base import Context, Turn
-from agents.parsing import (
+from creditgym.agents.backends.base import Backend, SamplingConfig
+from creditgym.agents.base import Context, Turn
+from creditgym.agents.parsing import (
     ACTION_MATCH,
     OUTPUT_FORMATS,
     char_to_token_spans,
     match_admissible,
     parse,
 )
-from agents.prompts import (
+from creditgym.agents.prompts import (
     PromptTemplate,
     followup_message,
     messages,
@@ -77,12 +77,12 @@ class LLMAgent:
     ):
         """
         Args:
-            backend: generation backend (``agents.backends.make_backend``).
+            backend: generation backend (``creditgym.agents.backends.make_backend``).
             tokenizer: the policy's tokenizer; its chat template renders the prompts.
             history_length: how many previous (observation, action) pairs the prompt shows.
             max_prompt_tokens: hard cap on prompt length (the model's context minus the response).
             sampling: sampling options for every turn.
-            output_format: "action", "search", "tool" or "hiper" (see `agents.parsing`).
+            output_format: "action", "search", "tool" or "hiper" (see `creditgym.agents.parsing`).
             context: "steps" (a fresh prompt per turn) or "concat" (one growing sequence).
             admissible_limit: at most this many admissible actions are listed (None: all).
             templates: family -> template overrides (unknown families use the generic one).
@@ -186,7 +186,7 @@ class LLMAgent:
     def prompt_ids(self, ctx: Context) -> list[int]:
         """The exact token ids ``act`` would generate from for `ctx` (response prefix included).
 
-        Used by behaviour cloning (`trainers.warmstart`) so demonstrations are trained in the
+        Used by behaviour cloning (`creditgym.trainers.warmstart`) so demonstrations are trained in the
         very prompt format the policy later samples in.
         """
         return self._prompt(ctx) + self._prefix_ids

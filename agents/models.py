@@ -24,7 +24,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from envs.base import cache_dir
+from creditgym.envs.base import cache_dir
 
 #: The short name of the default policy model.
 DEFAULT_MODEL = "smollm2-135m"

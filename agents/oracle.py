@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents.base import Context, Turn
+from creditgym.agents.base import Context, Turn
 
 
 class OracleAgent:

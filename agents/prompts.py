@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: The instruction appended to every prompt, by output format (see `agents.parsing`).
+#: The instruction appended to every prompt, by output format (see `creditgym.agents.parsing`).
 FORMAT_INSTRUCTIONS: dict[str, str] = {
     "action": (
         "First reason briefly inside <think> </think>. Then give exactly one action inside "

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agents.base import Context, Turn
+from creditgym.agents.base import Context, Turn
 
 
 class RandomAgent:

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agents.base import Context, Turn
-from credit.base import Advantages
-from credit.trajectory import TrajectoryGroup
+from creditgym.agents.base import Context, Turn
+from creditgym.credit.base import Advantages
+from creditgym.credit.trajectory import TrajectoryGroup
 
 
 class TabularSoftmaxAgent:

@@ -1,11 +1,11 @@
 """Trajectory data model, trajectory graph, and step-level credit modules.
 
-``credit.make(name, **overrides)`` builds a registered module; ``credit.available()`` lists them.
+``creditgym.credit.make(name, **overrides)`` builds a registered module; ``creditgym.credit.available()`` lists them.
 A module is a pure function of recorded `TrajectoryGroup`s returning `Advantages`.
 """
 
-from credit import empg, gigpo, grpo, hgpo, hiper, igpo, ppo, rloo, salt  # noqa: F401  (registration)
-from credit.base import (
+from creditgym.credit import empg, gigpo, grpo, hgpo, hiper, igpo, ppo, rloo, salt  # noqa: F401  (registration)
+from creditgym.credit.base import (
     Advantages,
     CreditModule,
     available,
@@ -14,8 +14,8 @@ from credit.base import (
     normalize,
     register,
 )
-from credit.graph import TrajectoryGraph
-from credit.trajectory import (
+from creditgym.credit.graph import TrajectoryGraph
+from creditgym.credit.trajectory import (
     DEFAULT_INVALID_PENALTY,
     Step,
     Trajectory,

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from credit.trajectory import TrajectoryGroup, total_steps
+from creditgym.credit.trajectory import TrajectoryGroup, total_steps
 
 NORM_MODES = ("mean_norm", "mean_std_norm")
 
@@ -179,7 +179,7 @@ _REGISTRY: dict[str, type[CreditModule]] = {}
 
 
 def register(name: str) -> Callable[[type[CreditModule]], type[CreditModule]]:
-    """Class decorator: make a credit module available as ``credit.make(name)``."""
+    """Class decorator: make a credit module available as ``creditgym.credit.make(name)``."""
 
     def deco(cls: type[CreditModule]) -> type[CreditModule]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:

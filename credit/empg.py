@@ -10,7 +10,7 @@ filled by the trainer's old-log-prob pass) and A_{i,t} the base module's advanta
 
 k = k_f = 1 and zeta = 0.1 (the paper's defaults). Confident steps (low entropy) get their
 advantage amplified and uncertain ones damped; a step leading to a confident next step earns a
-small bonus. ``credit.make("empg", base="gigpo", base_options={"mode": "mean_norm"})`` wraps any
+small bonus. ``creditgym.credit.make("empg", base="gigpo", base_options={"mode": "mean_norm"})`` wraps any
 registered module; EMPG needs what its base needs plus ``entropies``.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from credit.base import Advantages, CreditModule, make, register
-from credit.trajectory import TrajectoryGroup
+from creditgym.credit.base import Advantages, CreditModule, make, register
+from creditgym.credit.trajectory import TrajectoryGroup
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class EMPGConfig:
     base: str = "grpo"
     """Registered name of the module whose advantages EMPG modulates."""
     base_options: dict[str, Any] = field(default_factory=dict)
-    """Options of the base module (checked like `credit.make`'s overrides)."""
+    """Options of the base module (checked like `creditgym.credit.make`'s overrides)."""
     k: float = 1.0
     """Sharpness of the gradient scale exp(-k H~)."""
     k_f: float = 1.0

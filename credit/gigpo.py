@@ -24,7 +24,7 @@ from difflib import SequenceMatcher
 
 import numpy as np
 
-from credit.base import (
+from creditgym.credit.base import (
     NORM_MODES,
     STD_MODES,
     Advantages,
@@ -34,8 +34,8 @@ from credit.base import (
     group_normalize,
     register,
 )
-from credit.grpo import episode_advantages
-from credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
+from creditgym.credit.grpo import episode_advantages
+from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
 
 
 @dataclass(frozen=True)

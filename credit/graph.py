@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 if TYPE_CHECKING:
-    from credit.trajectory import TrajectoryGroup
+    from creditgym.credit.trajectory import TrajectoryGroup
 
 Occurrence = tuple[int, int]  # (trajectory index in the group, step index)
 

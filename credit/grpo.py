@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from credit.base import (
+from creditgym.credit.base import (
     NORM_MODES,
     STD_MODES,
     Advantages,
@@ -26,7 +26,7 @@ from credit.base import (
     group_normalize,
     register,
 )
-from credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
+from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
 
 
 @dataclass(frozen=True)

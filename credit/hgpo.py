@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from credit.base import (
+from creditgym.credit.base import (
     NORM_MODES,
     STD_MODES,
     Advantages,
@@ -37,8 +37,8 @@ from credit.base import (
     group_normalize,
     register,
 )
-from credit.grpo import episode_advantages
-from credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
+from creditgym.credit.grpo import episode_advantages
+from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
 
 #: |a_k| at or below this counts as 0 (rounding residue of a tied group).
 ZERO_TOL = 1e-9

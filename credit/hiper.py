@@ -12,7 +12,7 @@ the keep penalty is ``keep_penalty`` on each KEEP turn (``keep_mode="per_turn"``
 consistency penalty (0.3) hits a KEEP turn whose subgoal text differs from the previous turn's.
 
 Values (``values="critic"``, the reference): V_high at boundary turns, V_low and V_term at every
-turn, from three heads on the policy backbone (`trainers.heads`). With gamma the discount,
+turn, from three heads on the policy backbone (`creditgym.trainers.heads`). With gamma the discount,
 
     low level (inside segment k, lambda_turn = 1):
         delta_t = r_t + gamma V'_t - V_low(t),  V'_t = V_low(t+1) inside the segment and
@@ -49,9 +49,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from credit.base import CreditModule, check_choice, register
-from credit.ppo import CriticAdvantages, step_value, whiten
-from credit.trajectory import (
+from creditgym.credit.base import CreditModule, check_choice, register
+from creditgym.credit.ppo import CriticAdvantages, step_value, whiten
+from creditgym.credit.trajectory import (
     DEFAULT_INVALID_PENALTY,
     Step,
     Trajectory,

@@ -4,7 +4,7 @@ For tasks with a ground-truth answer (search, tool use). Before and after each t
 scores the ground truth by teacher forcing under the current policy: the context so far, a fixed
 answer prefix (e.g. ``"</think>\\n<answer>"``) and the ground-truth tokens; the mean log-prob of
 those tokens is ``Step.answer_logprob_before`` / ``answer_logprob_after`` (filled by
-`trainers.answer_scoring`), and P = exp(mean log-prob). Turn rewards:
+`creditgym.trainers.answer_scoring`), and P = exp(mean log-prob). Turn rewards:
 
     r_t = P_after,t - P_before,t          (variant "prob_diff", the paper)
     r_t = logP_after,t - logP_before,t    (variant "log_prob_diff")        for t < T - 1
@@ -33,8 +33,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from credit.base import STD_MODES, Advantages, CreditModule, check_choice, normalize, register
-from credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym.credit.base import (
+    STD_MODES,
+    Advantages,
+    CreditModule,
+    check_choice,
+    normalize,
+    register,
+)
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
 
 VARIANTS = ("prob_diff", "log_prob_diff")
 NORMALISATIONS = ("joint", "separate")

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from credit.base import Advantages, CreditModule, register
-from credit.trajectory import DEFAULT_INVALID_PENALTY, Step, TrajectoryGroup
+from creditgym.credit.base import Advantages, CreditModule, register
+from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, Step, TrajectoryGroup
 
 
 @dataclass

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from credit.base import Advantages, CreditModule, register
-from credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
+from creditgym.credit.base import Advantages, CreditModule, register
+from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
 
 
 @dataclass(frozen=True)

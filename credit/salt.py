@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from credit.base import (
+from creditgym.credit.base import (
     NORM_MODES,
     STD_MODES,
     Advantages,
@@ -41,7 +41,7 @@ from credit.base import (
     normalize,
     register,
 )
-from credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
+from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
 
 BASES = ("grpo", "rloo")
 KEYS = ("edge", "prefix")

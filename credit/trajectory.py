@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from credit.graph import TrajectoryGraph
+    from creditgym.credit.graph import TrajectoryGraph
 
 #: Subtracted from a step's reward when its action was invalid (ALGORITHMS.md).
 DEFAULT_INVALID_PENALTY = 0.1
@@ -122,7 +122,7 @@ class TrajectoryGroup:
     def graph(self) -> TrajectoryGraph:
         """The group's `TrajectoryGraph`, built on first use and cached."""
         if self._graph is None:
-            from credit.graph import TrajectoryGraph
+            from creditgym.credit.graph import TrajectoryGraph
 
             self._graph = TrajectoryGraph.from_group(self)
         return self._graph

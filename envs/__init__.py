@@ -11,21 +11,21 @@ import importlib
 
 import gymnasium
 
-from envs.base import SPLITS, Panel, TextEnv, cache_dir, sanitize_text
+from creditgym.envs.base import SPLITS, Panel, TextEnv, cache_dir, sanitize_text
 
 __all__ = ["SPLITS", "Panel", "TextEnv", "cache_dir", "list_envs", "make", "sanitize_text"]
 
 # Built-in envs: (id, entry point, default kwargs). Entry points are strings, so importing `envs`
 # stays cheap and an env's heavy dependencies load only when it is made.
 _BUILTIN: list[tuple[str, str, dict]] = [
-    ("creditgym/KeyRooms-v0", "envs.keyrooms:KeyRoomsEnv", {}),
-    ("creditgym/Search-v0", "envs.search:SearchEnv", {}),
-    ("creditgym/ToolUse-v0", "envs.tooluse:ToolUseEnv", {}),
-    ("creditgym/WebShop-v0", "envs.webshop:WebShopEnv", {}),
-    ("creditgym/ALFWorld-v0", "envs.alfworld:ALFWorldEnv", {}),
-    ("creditgym/TextWorld-v0", "envs.textworld_env:TextWorldEnv", {}),
+    ("creditgym/KeyRooms-v0", "creditgym.envs.keyrooms:KeyRoomsEnv", {}),
+    ("creditgym/Search-v0", "creditgym.envs.search:SearchEnv", {}),
+    ("creditgym/ToolUse-v0", "creditgym.envs.tooluse:ToolUseEnv", {}),
+    ("creditgym/WebShop-v0", "creditgym.envs.webshop:WebShopEnv", {}),
+    ("creditgym/ALFWorld-v0", "creditgym.envs.alfworld:ALFWorldEnv", {}),
+    ("creditgym/TextWorld-v0", "creditgym.envs.textworld_env:TextWorldEnv", {}),
     *(
-        (f"creditgym/TWX-{game}-v0", "envs.twx:TWXEnv", {"game": game})
+        (f"creditgym/TWX-{game}-v0", "creditgym.envs.twx:TWXEnv", {"game": game})
         for game in ("cookingworld", "twc", "coin", "mapreader", "arithmetic", "sorting")
     ),
 ]
@@ -45,7 +45,7 @@ def list_envs(namespace: str | None = None) -> list[str]:
         if isinstance(entry, str):
             if entry.startswith("gymnasium.envs.") or ":" not in entry:
                 continue  # Gymnasium's own control/robotics envs are never text envs.
-            if env_id.startswith("creditgym/") or entry.startswith("envs."):
+            if env_id.startswith("creditgym/") or entry.startswith("creditgym.envs."):
                 ids.append(env_id)
                 continue
             try:

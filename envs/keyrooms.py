@@ -64,8 +64,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from envs.base import TextEnv
-from envs.tabular_model import TabularModel
+from creditgym.envs.base import TextEnv
+from creditgym.envs.tabular_model import TabularModel
 
 __all__ = ["LEVELS", "KeyRoomsEnv", "LevelSpec", "World", "generate_world"]
 
@@ -523,7 +523,7 @@ class KeyRoomsEnv(TextEnv):
 def level_stats(level: str, split: str = "test", n_tasks: int | None = None) -> dict[str, Any]:
     """Measure a level over a panel: optimal lengths, reachable states, model and DP times.
 
-    The numbers in the module docstring come from ``python -m envs.keyrooms`` (all levels, test
+    The numbers in the module docstring come from ``python -m creditgym.envs.keyrooms`` (all levels, test
     panel). ``model_build_s`` is the enumeration plus the shortest-path distances,
     ``evaluate_s`` one exact evaluation of the uniform policy at gamma = 0.95, and
     ``value_iteration_s`` one `optimal_values` call.

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from envs.base import TextEnv, cache_dir
+from creditgym.envs.base import TextEnv, cache_dir
 
 KINDS = ("simple", "coin_collector", "treasure_hunter", "cooking")
 PANEL_SIZES = {"train": 64, "valid": 16, "test": 16}

@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from envs.base import TextEnv
+from creditgym.envs.base import TextEnv
 
 GAMES = ("cookingworld", "twc", "coin", "mapreader", "arithmetic", "sorting")
 PANEL_SIZES = {"train": 200, "valid": 50, "test": 50}

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-import credit
-from credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym import credit
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
 
 
 def synthetic_batch(groups: int, size: int, steps: int, states: int = 40, seed: int = 0):

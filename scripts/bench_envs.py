@@ -16,9 +16,9 @@ import sys
 import time
 from collections import defaultdict
 
-import envs  # noqa: F401  (registers the creditgym envs)
-from agents import OracleAgent, RandomAgent
-from trainers.rollout import EnvPool, collect
+from creditgym import envs  # noqa: F401  (registers the creditgym envs)
+from creditgym.agents import OracleAgent, RandomAgent
+from creditgym.trainers.rollout import EnvPool, collect
 
 
 def main(argv: list[str] | None = None) -> dict:

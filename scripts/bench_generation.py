@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.backends import make_backend
-from agents.backends.base import SamplingConfig
-from agents.models import resolve_model
+from creditgym.agents.backends import make_backend
+from creditgym.agents.backends.base import SamplingConfig
+from creditgym.agents.models import resolve_model
 
 SYSTEM = (
     "You are an agent in a text game. Reply with your reasoning in <think>...</think> and then "
@@ -40,7 +40,7 @@ SYSTEM = (
 
 def keyrooms_prompts(tokenizer: Any, batch: int, seed: int) -> list[list[int]]:
     """``batch`` chat-templated prompts built from KeyRooms (small) first observations."""
-    import envs
+    from creditgym import envs
 
     env = envs.make("creditgym/KeyRooms-v0", level="small")
     prompts = []

@@ -51,14 +51,14 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    import credit
-    from agents.backends import SamplingConfig
-    from agents.backends.hf import HFBackend
-    from agents.base import Context
-    from agents.llm import LLMAgent
-    from agents.models import resolve_model
-    from trainers.learner import Learner, LearnerConfig
-    from trainers.rollout import EnvPool, collect
+    from creditgym import credit
+    from creditgym.agents.backends import SamplingConfig
+    from creditgym.agents.backends.hf import HFBackend
+    from creditgym.agents.base import Context
+    from creditgym.agents.llm import LLMAgent
+    from creditgym.agents.models import resolve_model
+    from creditgym.trainers.learner import Learner, LearnerConfig
+    from creditgym.trainers.rollout import EnvPool, collect
 
     report: dict[str, float | int | str] = {"torch_threads": torch.get_num_threads()}
     t0 = time.perf_counter()

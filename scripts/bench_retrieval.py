@@ -25,9 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from envs.base import cache_dir  # noqa: E402
-from envs.search.datasets import get_dataset  # noqa: E402
-from envs.search.retriever import BM25Retriever, RemoteRetriever  # noqa: E402
+from creditgym.envs.base import cache_dir  # noqa: E402
+from creditgym.envs.search.datasets import get_dataset  # noqa: E402
+from creditgym.envs.search.retriever import BM25Retriever, RemoteRetriever  # noqa: E402
 
 
 def _pct(xs: list[float]) -> dict[str, float]:

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from envs.webshop import WebShopEnv, generate_catalog
+from creditgym.envs.webshop import WebShopEnv, generate_catalog
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -97,7 +97,7 @@ def bench_catalog(sizes: list[int]) -> list[dict]:
 
 
 def bench_search(n_products: int, queries: int) -> dict:
-    from envs.webshop.app import SearchEngine
+    from creditgym.envs.webshop.app import SearchEngine
 
     cat = generate_catalog(n_products, seed=0)
     start = time.perf_counter()

@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 
-import credit
-import envs  # noqa: F401  (registers the creditgym envs)
-from agents import TabularSoftmaxAgent
-from agents.hier_tabular import HierTabularAgent
-from envs.base import Panel
-from trainers.rollout import EnvPool, collect
+from creditgym import (
+    credit,
+    envs,  # noqa: F401  (registers the creditgym envs)
+)
+from creditgym.agents import TabularSoftmaxAgent
+from creditgym.agents.hier_tabular import HierTabularAgent
+from creditgym.envs.base import Panel
+from creditgym.trainers.rollout import EnvPool, collect
 
 
 @dataclass

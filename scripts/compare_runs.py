@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from trainers.plotting import compare_runs, summarize_run
+from creditgym.trainers.plotting import compare_runs, summarize_run
 
 
 def _f(value: float | None) -> str:

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainers.config import AgentConfig, ConfigError
-from trainers.evaluation import evaluate_policy
-from trainers.rollout import EnvPool
+from creditgym.trainers.config import AgentConfig, ConfigError
+from creditgym.trainers.evaluation import evaluate_policy
+from creditgym.trainers.rollout import EnvPool
 
 
 def _json_dict(parser: argparse.ArgumentParser, text: str, flag: str) -> dict[str, Any]:
@@ -77,18 +77,18 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from agents.backends import make_backend
-    from trainers.train import _seed_everything, make_agent
+    from creditgym.agents.backends import make_backend
+    from creditgym.trainers.train import _seed_everything, make_agent
 
     _seed_everything(args.seed)
     config = None
     try:
         if args.run:
-            from trainers.train import load_run_config
+            from creditgym.trainers.train import load_run_config
 
             config = load_run_config(args.run)
         elif args.config:
-            from trainers.config import load_config
+            from creditgym.trainers.config import load_config
 
             config = load_config(args.config)
     except (ConfigError, FileNotFoundError) as exc:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if env_kwargs is None:
         env_kwargs = config.env.kwargs if config else {}
     if args.run:
-        from trainers.train import Trainer
+        from creditgym.trainers.train import Trainer
 
         trainer = Trainer(config, run_dir=args.run, resume=True)
         trainer.build(pools=False)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from transformers import AutoTokenizer
 
-        from agents.models import resolve_model
+        from creditgym.agents.models import resolve_model
 
         model_name = args.model or "smollm2-135m"
         path = resolve_model(model_name)

@@ -16,7 +16,7 @@ import argparse
 import json
 import time
 
-from envs.alfworld.env import PANEL_SIZES, build_panels, export_games, generated_panel
+from creditgym.envs.alfworld.env import PANEL_SIZES, build_panels, export_games, generated_panel
 
 
 def main() -> None:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from credit.base import Advantages
-from credit.igpo import turn_rewards
-from credit.trajectory import TrajectoryGroup, discounted_returns
-from trainers.config import load_config
-from trainers.train import Trainer, group_seeds
+from creditgym.credit.base import Advantages
+from creditgym.credit.igpo import turn_rewards
+from creditgym.credit.trajectory import TrajectoryGroup, discounted_returns
+from creditgym.trainers.config import load_config
+from creditgym.trainers.train import Trainer, group_seeds
 
 
 def _short(text: str, n: int = 60) -> str:
@@ -70,7 +70,7 @@ def igpo_table(groups: list[TrajectoryGroup], adv, module, limit: int) -> list[s
 
 
 def hiper_table(groups: list[TrajectoryGroup], adv, module, limit: int) -> list[str]:
-    from credit.hiper import hierarchical_advantages, hiper_rewards, parsed_field
+    from creditgym.credit.hiper import hierarchical_advantages, hiper_rewards, parsed_field
 
     lines = []
     spans = {
@@ -158,7 +158,7 @@ def main() -> None:
     trainer.build()
     try:
         b, g = cfg.rollout.tasks_per_iteration, cfg.rollout.group_size
-        from trainers.rollout import collect
+        from creditgym.trainers.rollout import collect
 
         batch = collect(
             trainer.pool, trainer.agent, trainer.sampler.next(b), g, group_seeds(cfg.seed, 1, b)

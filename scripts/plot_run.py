@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainers.plotting import plot_run
+from creditgym.trainers.plotting import plot_run
 
 
 def main(argv: list[str] | None = None) -> int:

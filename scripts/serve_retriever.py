@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    from envs.search.datasets import get_dataset, get_retriever
-    from envs.search.service import create_app
+    from creditgym.envs.search.datasets import get_dataset, get_retriever
+    from creditgym.envs.search.service import create_app
 
     start = time.perf_counter()
     key = (

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from envs.webshop.app import serve
-from envs.webshop.catalog import cached_catalog
+from creditgym.envs.webshop.app import serve
+from creditgym.envs.webshop.catalog import cached_catalog
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainers.config import ConfigError, load_config, parse_overrides
-from trainers.train import load_run_config, train
+from creditgym.trainers.config import ConfigError, load_config, parse_overrides
+from creditgym.trainers.train import load_run_config, train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Behaviour-clone an env's expert into the model before RL (see `trainers.warmstart`).
+"""Behaviour-clone an env's expert into the model before RL (see `creditgym.trainers.warmstart`).
 
     python scripts/warmstart.py --config scripts/configs/keyrooms_small.yaml \
         --out runs/keyrooms_small_bc --episodes 64 --epochs 2
@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from trainers.config import ConfigError, load_config
+from creditgym.trainers.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from trainers.warmstart import warm_start
+    from creditgym.trainers.warmstart import warm_start
 
     try:
         report = warm_start(

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from credit.trajectory import Step, TrajectoryGroup
+from creditgym.credit.trajectory import Step, TrajectoryGroup
 
 #: The reference's answer prefix for models that think first (Search-R1 / IGPO prompts).
 DEFAULT_ANSWER_PREFIX = "</think>\n<answer>"

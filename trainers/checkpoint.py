@@ -215,8 +215,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     RNG tuples are not plain tensors); never load a checkpoint from an untrusted source.
     """
     path = Path(path)
-    state = torch.load(path / "state.pt", weights_only=False)
-    learner = torch.load(path / "learner.pt", weights_only=False)
+    try:
+        state = torch.load(path / "state.pt", weights_only=False)
+        learner = torch.load(path / "learner.pt", weights_only=False)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("envs", "agents", "credit", "trainers"):
+            raise RuntimeError(
+                f"checkpoint {path} was written before creditgym's packages moved under the "
+                f"`creditgym` namespace (it pickles {exc.name!r}); resume it with the creditgym "
+                "release that wrote it, or start a new run"
+            ) from None
+        raise
     return Checkpoint(
         path=path,
         iteration=int(state["iteration"]),

@@ -8,13 +8,14 @@ keys, so a typo never silently falls back to a default.
 
 Two sections are open-ended and checked against the component that consumes them rather than a
 schema here: ``credit.options`` against the options dataclass of the named credit module, and
-``learner`` against `trainers.learner.LearnerConfig` (imported lazily: it pulls in torch).
+``learner`` against `creditgym.trainers.learner.LearnerConfig` (imported lazily: it pulls in torch).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,7 +66,7 @@ class ModelConfig(_Section):
 
 class EnvConfig(_Section):
     id: str = "creditgym/KeyRooms-v0"
-    """Registered env id (see `envs.list_envs()`)."""
+    """Registered env id (see `creditgym.envs.list_envs()`)."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for ``gymnasium.make`` (e.g. ``{"level": "small", "max_steps": 8}``)."""
     train_split: str = "train"
@@ -80,7 +81,7 @@ class AgentConfig(_Section):
     max_prompt_tokens: int = Field(1024, ge=16)
     """Prompt budget; the oldest history steps are dropped (and counted) to fit it."""
     output_format: Literal["action", "search", "tool", "hiper"] = "action"
-    """Which tags the agent must write (see `agents.parsing`)."""
+    """Which tags the agent must write (see `creditgym.agents.parsing`)."""
     temperature: float = Field(1.0, ge=0.0)
     """Sampling temperature during training rollouts (1.0 samples the trained policy)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -96,14 +97,14 @@ class AgentConfig(_Section):
     """Text that starts the assistant's reply as part of the prompt (e.g. "<action>"); never
     trained on."""
     action_match: Literal["strict", "admissible"] = "strict"
-    """"admissible": map the output to the admissible action it names (see `agents.llm`)."""
+    """"admissible": map the output to the admissible action it names (see `creditgym.agents.llm`)."""
     stop: list[str] = Field(default_factory=list)
     """Generation stops after any of these strings (e.g. ["</action>"])."""
 
 
 class BackendConfig(_Section):
     name: Literal["hf", "vllm", "vllm-server", "openai"] = "hf"
-    """Generation backend (see `agents.backends.make_backend`)."""
+    """Generation backend (see `creditgym.agents.backends.make_backend`)."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Backend-specific options (e.g. ``base_url`` for "openai", ``max_model_len`` for vLLM)."""
 
@@ -117,7 +118,7 @@ class RolloutConfig(_Section):
 
 class CreditConfig(_Section):
     name: str = "gigpo"
-    """Registered credit module (see `credit.available()`)."""
+    """Registered credit module (see `creditgym.credit.available()`)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Overrides of the module's paper defaults, checked against its options dataclass."""
 
@@ -190,10 +191,10 @@ class TrainConfig(_Section):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     credit: CreditConfig = Field(default_factory=CreditConfig)
     warmstart: WarmstartConfig = Field(default_factory=WarmstartConfig)
-    """Behaviour cloning of the env's expert before RL (`trainers.warmstart`); the run then
+    """Behaviour cloning of the env's expert before RL (`creditgym.trainers.warmstart`); the run then
     trains the cloned model, which is also its KL reference."""
     learner: dict[str, Any] = Field(default_factory=dict)
-    """Fields of `trainers.learner.LearnerConfig` (e.g. ``lr``, ``lora_r``, ``micro_batch_size``)."""
+    """Fields of `creditgym.trainers.learner.LearnerConfig` (e.g. ``lr``, ``lora_r``, ``micro_batch_size``)."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     train: RunConfig = Field(default_factory=RunConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -201,7 +202,7 @@ class TrainConfig(_Section):
     @field_validator("credit")
     @classmethod
     def _check_credit(cls, value: CreditConfig) -> CreditConfig:
-        import credit
+        from creditgym import credit
 
         try:
             credit.make(value.name, **value.options)
@@ -243,10 +244,10 @@ class TrainConfig(_Section):
 
 
 def learner_config(options: dict[str, Any]) -> Any:
-    """Build a `trainers.learner.LearnerConfig` from a dict, checking every key and type."""
+    """Build a `creditgym.trainers.learner.LearnerConfig` from a dict, checking every key and type."""
     from pydantic import TypeAdapter
 
-    from trainers.learner import LearnerConfig
+    from creditgym.trainers.learner import LearnerConfig
 
     known = [f.name for f in dataclasses.fields(LearnerConfig)]
     for key in options:
@@ -273,7 +274,7 @@ def valid_keys(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[s
             keys.append(dotted)
     if model is TrainConfig:
         try:
-            from trainers.learner import LearnerConfig
+            from creditgym.trainers.learner import LearnerConfig
 
             keys.extend(f"learner.{f.name}" for f in dataclasses.fields(LearnerConfig))
         except ImportError:
@@ -364,8 +365,39 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
+#: Import names the code had before it moved under the ``creditgym`` namespace.
+LEGACY_PACKAGES = ("envs", "agents", "credit", "trainers")
+_LEGACY = re.compile(rf"^({'|'.join(LEGACY_PACKAGES)})([.:])")
+
+
+def legacy_names(data: Any, path: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value) of every string that names a module by its pre-rename import name."""
+    found: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found.extend(legacy_names(value, f"{path}.{key}" if path else str(key)))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            found.extend(legacy_names(value, f"{path}[{i}]"))
+    elif isinstance(data, str) and _LEGACY.match(data):
+        found.append((path, data))
+    return found
+
+
+def check_legacy(data: Any, source: str) -> None:
+    """Refuse a config written before the rename, saying exactly what to change."""
+    hits = legacy_names(data)
+    if hits:
+        fixes = "; ".join(f"{key}: {value!r} -> {'creditgym.' + value!r}" for key, value in hits)
+        raise ConfigError(
+            f"{source} was written before creditgym's packages moved under the `creditgym` "
+            f"namespace (`envs` is now `creditgym.envs`, and so on). Change: {fixes}"
+        )
+
+
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> TrainConfig:
     """Validate a plain dict as a `TrainConfig`, raising `ConfigError` with readable messages."""
+    check_legacy(data, source)
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:

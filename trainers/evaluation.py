@@ -11,8 +11,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from agents.base import Agent
-from trainers.rollout import EnvPool, collect
+from creditgym.agents.base import Agent
+from creditgym.trainers.rollout import EnvPool, collect
 
 __all__ = ["evaluate_policy"]
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from credit.base import CreditModule
-from credit.trajectory import Step, TrajectoryGroup, flat_steps
+from creditgym.credit.base import CreditModule
+from creditgym.credit.trajectory import Step, TrajectoryGroup, flat_steps
 
 #: Head names each critic-based credit module reads from `Step.values`.
 HIPER_HEADS = ("high", "low", "term")

@@ -13,9 +13,9 @@ advantage (``"switch"``, ``"subgoal"``, ``"action"``) and the rest keep the step
 `prepare` runs before the credit module: one no-grad pass that recomputes the old log-probs and
 token entropies (filling ``Step.entropies``), the reference log-probs (adapter disabled under
 LoRA; a frozen copy of the initial weights for full fine-tuning), and on request the value heads'
-estimates (`trainers.heads`, read in the same pass) and the IGPO answer log-probs
-(`trainers.answer_scoring`). The sampler's log-probs are used only to report the sampler/learner
-mismatch. Value heads train when the credit module returns targets (`credit.ppo.CriticAdvantages`). `update` then runs the PPO-clip epochs over shuffled mini-batches (at least two when
+estimates (`creditgym.trainers.heads`, read in the same pass) and the IGPO answer log-probs
+(`creditgym.trainers.answer_scoring`). The sampler's log-probs are used only to report the sampler/learner
+mismatch. Value heads train when the credit module returns targets (`creditgym.credit.ppo.CriticAdvantages`). `update` then runs the PPO-clip epochs over shuffled mini-batches (at least two when
 there are two samples), packing each into micro-batches by token budget and accumulating
 gradients so the loss is the token mean of the whole mini-batch.
 
@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from credit.base import Advantages
-from credit.trajectory import Step, TrajectoryGroup, flat_steps
-from trainers.answer_scoring import DEFAULT_ANSWER_PREFIX, score_answers
-from trainers.heads import HIPER_HEADS, ValueHeads, read_offset
-from trainers.loss import KL_TYPES, policy_loss, token_logprobs_and_entropy
+from creditgym.credit.base import Advantages
+from creditgym.credit.trajectory import Step, TrajectoryGroup, flat_steps
+from creditgym.trainers.answer_scoring import DEFAULT_ANSWER_PREFIX, score_answers
+from creditgym.trainers.heads import HIPER_HEADS, ValueHeads, read_offset
+from creditgym.trainers.loss import KL_TYPES, policy_loss, token_logprobs_and_entropy
 
 CONTEXT_MODES = ("steps", "concat")
 FINETUNE_MODES = ("lora", "full")
@@ -143,7 +143,7 @@ class Learner:
     """Holds the policy and updates it from trajectory groups and their advantages."""
 
     def __init__(self, config: LearnerConfig, model_path: str):
-        """Load the model from a local HF folder (`agents.models.resolve_model` gives one)."""
+        """Load the model from a local HF folder (`creditgym.agents.models.resolve_model` gives one)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         config.validate()
@@ -192,7 +192,7 @@ class Learner:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def _ensure_value_heads(self) -> ValueHeads:
-        """Create the value heads (`trainers.heads`) on first use and give them to the optimizer."""
+        """Create the value heads (`creditgym.trainers.heads`) on first use and give them to the optimizer."""
         if self.value_heads is None:
             hidden = self.base_model.config.hidden_size
             self.value_heads = ValueHeads(hidden, self.config.value_heads, seed=self.config.seed)
@@ -249,7 +249,7 @@ class Learner:
     ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         """Log-probs (and entropies) of every loss token of `batch`, flattened in sample order.
 
-        Values are one per step part and head, read where `trainers.heads.read_offset` says (the
+        Values are one per step part and head, read where `creditgym.trainers.heads.read_offset` says (the
         last prompt token, or for HiPER's V_low the end of the subgoal). ``reference=True``
         scores under the reference policy instead.
         """
@@ -457,7 +457,7 @@ class Learner:
         """One epoch of behaviour cloning: minimise the token-mean NLL of the recorded responses.
 
         The same samples, micro-batching and optimizer as `update`, without advantages, clipping
-        or KL (`trainers.warmstart` uses it on expert demonstrations). Returns ``sft/...`` metrics,
+        or KL (`creditgym.trainers.warmstart` uses it on expert demonstrations). Returns ``sft/...`` metrics,
         among them the mean NLL per response token, measured before each optimizer step.
         """
         t0 = time.perf_counter()
@@ -588,7 +588,7 @@ class Learner:
         return out
 
     def _value_targets(self, advantages: Advantages, n_steps: int) -> dict[str, np.ndarray]:
-        """Value targets by head from a critic module (`credit.ppo.CriticAdvantages.targets`)."""
+        """Value targets by head from a critic module (`creditgym.credit.ppo.CriticAdvantages.targets`)."""
         targets = getattr(advantages, "targets", None) or {}
         if not targets:
             return {}

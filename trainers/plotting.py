@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainers.logger import read_metrics
+from creditgym.trainers.logger import read_metrics
 
 __all__ = ["compare_runs", "plot_run", "summarize_run"]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import gymnasium
 
-from agents.base import Agent, Context
-from credit.trajectory import Step, Trajectory, TrajectoryGroup
-from envs.base import Panel, TextEnv
+from creditgym.agents.base import Agent, Context
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym.envs.base import Panel, TextEnv
 
 
 class EnvPool:

@@ -3,7 +3,7 @@
 One iteration (DESIGN.md, "The data flow of one training iteration"):
 
 1. pick B tasks from the train panel (a seeded walk whose position is checkpointed);
-2. roll out G episodes per task in lock-step (`trainers.rollout.collect`) with the LLM agent;
+2. roll out G episodes per task in lock-step (`creditgym.trainers.rollout.collect`) with the LLM agent;
 3. the learner recomputes old log-probs and token entropies (and values / answer log-probs when
    the credit module ``needs`` them) in one pass, filling the `Step` fields;
 4. the credit module (any registered name) turns the groups into per-step advantages;
@@ -20,6 +20,7 @@ RNG states so it never changes what training does.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import os
 import platform
@@ -38,10 +39,10 @@ import numpy as np
 import torch
 import yaml
 
-import credit
-from agents.backends.base import Generation, SamplingConfig
-from credit.trajectory import TrajectoryGroup, flat_steps
-from trainers.checkpoint import (
+from creditgym import credit
+from creditgym.agents.backends.base import Generation, SamplingConfig
+from creditgym.credit.trajectory import TrajectoryGroup, flat_steps
+from creditgym.trainers.checkpoint import (
     TaskSampler,
     get_rng_state,
     latest_checkpoint,
@@ -49,11 +50,11 @@ from trainers.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from trainers.config import AgentConfig, TrainConfig, from_dict, learner_config
-from trainers.evaluation import evaluate_policy
-from trainers.logger import MetricsLogger, read_metrics, truncate_metrics
-from trainers.progress import TrainingDisplay
-from trainers.rollout import EnvPool, collect
+from creditgym.trainers.config import AgentConfig, TrainConfig, from_dict, learner_config
+from creditgym.trainers.evaluation import evaluate_policy
+from creditgym.trainers.logger import MetricsLogger, read_metrics, truncate_metrics
+from creditgym.trainers.progress import TrainingDisplay
+from creditgym.trainers.rollout import EnvPool, collect
 
 __all__ = ["RunFolder", "Trainer", "group_seeds", "train"]
 
@@ -142,7 +143,7 @@ class RunFolder:
         trajectories/iter_<k>.jsonl   every step of iteration k (observation, action, reward,
                                state key, advantage, ...), read by later tools and the viewer
         eval/iter_<k>.json     per-task results of each evaluation
-        checkpoints/iter_<k>/  see `trainers.checkpoint`
+        checkpoints/iter_<k>/  see `creditgym.trainers.checkpoint`
         learning_curve.png     written at the end
     """
 
@@ -279,9 +280,9 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def build(self, pools: bool = True) -> None:
         """Load the model, learner, backend, agent, credit module and (optionally) env pools."""
-        from agents.backends import make_backend
-        from agents.models import resolve_model
-        from trainers.learner import Learner
+        from creditgym.agents.backends import make_backend
+        from creditgym.agents.models import resolve_model
+        from creditgym.trainers.learner import Learner
 
         cfg = self.config
         _seed_everything(cfg.seed)
@@ -323,7 +324,7 @@ class Trainer:
 
     def _warm_start(self) -> str:
         """Behaviour-clone the expert into ``<run>/warmstart/model`` once; reuse it on resume."""
-        from trainers.warmstart import warm_start
+        from creditgym.trainers.warmstart import warm_start
 
         out = self.folder.path / "warmstart"
         model = out / "model"
@@ -386,6 +387,7 @@ class Trainer:
             "command": self.argv,
             "time": now,
             "python": platform.python_version(),
+            "creditgym": importlib.metadata.version("creditgym"),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "host": platform.node(),
@@ -629,7 +631,7 @@ class Trainer:
             self.logger.close()
             display.close()
         if cfg.logging.plot:
-            from trainers.plotting import plot_run
+            from creditgym.trainers.plotting import plot_run
 
             try:
                 png = plot_run(self.folder.path)
@@ -733,7 +735,7 @@ def train(
 
 def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The resolved config saved in a run folder, with optional dotted overrides applied."""
-    from trainers.config import apply_overrides
+    from creditgym.trainers.config import apply_overrides
 
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
@@ -751,7 +753,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def make_agent(cfg: AgentConfig, backend: Any, tokenizer: Any) -> tuple[Any, SamplingConfig]:
     """The LLM agent and its sampling options, as an ``agent:`` config section describes them."""
-    from agents.llm import LLMAgent
+    from creditgym.agents.llm import LLMAgent
 
     sampling = SamplingConfig(
         temperature=cfg.temperature,

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import Context, Turn
-from agents.oracle import OracleAgent
-from credit.trajectory import TrajectoryGroup
-from trainers.config import TrainConfig, learner_config
-from trainers.rollout import EnvPool, collect
+from creditgym.agents.base import Context, Turn
+from creditgym.agents.oracle import OracleAgent
+from creditgym.credit.trajectory import TrajectoryGroup
+from creditgym.trainers.config import TrainConfig, learner_config
+from creditgym.trainers.rollout import EnvPool, collect
 
 __all__ = ["DemonstrationAgent", "demonstrations", "warm_start"]
 
@@ -123,9 +123,9 @@ def warm_start(
     the expert's, token by token) is measured on `eval_episodes` expert episodes of the eval split
     before and after training.
     """
-    from agents.models import resolve_model
-    from trainers.learner import Learner
-    from trainers.train import make_agent
+    from creditgym.agents.models import resolve_model
+    from creditgym.trainers.learner import Learner
+    from creditgym.trainers.train import make_agent
 
     if episodes < 1 or epochs < 1:
         raise ValueError("episodes and epochs must be >= 1")

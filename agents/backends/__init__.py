@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from agents.backends.base import Backend, Generation, SamplingConfig
+from creditgym.agents.backends.base import Backend, Generation, SamplingConfig
 
 __all__ = [
     "Backend",
@@ -25,10 +25,10 @@ __all__ = [
 
 #: name -> (module, candidate factory names in that module).
 _LAZY: dict[str, tuple[str, tuple[str, ...]]] = {
-    "hf": ("agents.backends.hf", ("HFBackend",)),
-    "vllm": ("agents.backends.vllm", ("VLLMBackend", "VllmBackend", "VLLMEngineBackend")),
-    "vllm-server": ("agents.backends.vllm", ("VLLMServerBackend", "VllmServerBackend")),
-    "openai": ("agents.backends.openai", ("OpenAIBackend", "OpenAICompatibleBackend")),
+    "hf": ("creditgym.agents.backends.hf", ("HFBackend",)),
+    "vllm": ("creditgym.agents.backends.vllm", ("VLLMBackend", "VllmBackend", "VLLMEngineBackend")),
+    "vllm-server": ("creditgym.agents.backends.vllm", ("VLLMServerBackend", "VllmServerBackend")),
+    "openai": ("creditgym.agents.backends.openai", ("OpenAIBackend", "OpenAICompatibleBackend")),
 }
 _FACTORIES: dict[str, Callable[..., Backend]] = {}
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from agents.backends.base import Generation, SamplingConfig, check_request
+from creditgym.agents.backends.base import Generation, SamplingConfig, check_request
 
 
 class HFBackend:

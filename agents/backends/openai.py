@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.backends.base import Generation, SamplingConfig, check_request
+from creditgym.agents.backends.base import Generation, SamplingConfig, check_request
 
 #: Environment variables read when ``base_url`` / ``api_key`` are not given.
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -292,7 +292,7 @@ class OpenAIBackend:
                 f"backend 'openai' at {self.base_url} cannot return sampled token ids, so it is "
                 "for evaluation only and cannot train; use backend hf, vllm or vllm-server"
             )
-        from agents.backends.vllm import export_weights
+        from creditgym.agents.backends.vllm import export_weights
 
         t0 = time.perf_counter()
         if self._sync_dir is None:

@@ -40,8 +40,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.backends.base import Generation, SamplingConfig, check_request
-from agents.backends.openai import OpenAIBackend, _prompt_seeds
+from creditgym.agents.backends.base import Generation, SamplingConfig, check_request
+from creditgym.agents.backends.openai import OpenAIBackend, _prompt_seeds
 
 #: File name of the exported weights (the name vLLM's safetensors loader looks for).
 WEIGHTS_FILE = "model.safetensors"
@@ -577,5 +577,5 @@ class VLLMServerBackend(OpenAIBackend):
             self.log_path.unlink(missing_ok=True)
 
 
-#: Factories by backend name, read by `agents.backends.make_backend`.
+#: Factories by backend name, read by `creditgym.agents.backends.make_backend`.
 BACKENDS = {"vllm": VLLMBackend, "vllm-server": VLLMServerBackend}

@@ -5,6 +5,6 @@ ALFWorld's file format), `engine` (alfworld's TextWorld engine), `fast` (pure-Py
 `expert` (handcoded oracle), `assets` (files read from the installed `alfworld` wheel).
 """
 
-from envs.alfworld.env import ALFWorldEnv, build_panels
+from creditgym.envs.alfworld.env import ALFWorldEnv, build_panels
 
 __all__ = ["ALFWorldEnv", "build_panels"]

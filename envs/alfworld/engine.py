@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from envs.alfworld.fast import DYNAMIC_PREDICATES, NOTHING_HAPPENS, state_key
+from creditgym.envs.alfworld.fast import DYNAMIC_PREDICATES, NOTHING_HAPPENS, state_key
 
 _PATCH_LOCK = threading.Lock()
 _PATCHED = False

@@ -23,11 +23,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from envs.alfworld import assets
-from envs.alfworld.expert import expert_action, solve
-from envs.alfworld.fast import NOTHING_HAPPENS, FastAlfred, Game, UnsupportedGame, state_key
-from envs.alfworld.generator import InfeasibleTask, make_game, write_game
-from envs.base import TextEnv, cache_dir
+from creditgym.envs.alfworld import assets
+from creditgym.envs.alfworld.expert import expert_action, solve
+from creditgym.envs.alfworld.fast import (
+    NOTHING_HAPPENS,
+    FastAlfred,
+    Game,
+    UnsupportedGame,
+    state_key,
+)
+from creditgym.envs.alfworld.generator import InfeasibleTask, make_game, write_game
+from creditgym.envs.base import TextEnv, cache_dir
 
 #: ALFRED's unseen validation floor plans plus two more per room kind: never used in train/valid.
 UNSEEN_FLOOR_PLANS = frozenset({10, 11, 12, 219, 220, 221, 308, 309, 310, 424, 425, 426})
@@ -229,7 +235,7 @@ class ALFWorldEnv(TextEnv):
             self._sim = FastAlfred(game)
             obs = self._sim.reset()
         else:
-            from envs.alfworld.engine import EngineAlfred
+            from creditgym.envs.alfworld.engine import EngineAlfred
 
             game_file = folder / "game.tw-pddl"
             if self._engine is None or self._engine.game_file != str(game_file):

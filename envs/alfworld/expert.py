@@ -9,7 +9,7 @@ wrong place). It is used to check that every generated game is solvable and as t
 
 from __future__ import annotations
 
-from envs.alfworld.fast import FastAlfred
+from creditgym.envs.alfworld.fast import FastAlfred
 
 _APPLIANCE = {
     "pick_clean_then_place_in_recep": ("sinkbasintype", "clean", "isclean"),

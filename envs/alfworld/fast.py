@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.alfworld import assets
+from creditgym.envs.alfworld import assets
 
 NOTHING_HAPPENS = "Nothing happens."
 #: Predicates whose truth can change during a game; the state key covers these. Left out are the

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envs.alfworld import assets
+from creditgym.envs.alfworld import assets
 
 #: Receptacle types a lamp may stand on (lamps are not in ALFRED's compatibility table).
 LAMP_SURFACES = ("SideTable", "Desk", "Dresser", "DiningTable", "CoffeeTable", "TVStand", "Shelf")

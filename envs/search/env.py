@@ -19,12 +19,12 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from envs.base import TextEnv
-from envs.search.corpus import Question
-from envs.search.datasets import get_dataset, get_retriever
-from envs.search.geo import question_split
-from envs.search.retriever import Hit, RetrieverError
-from envs.search.text import exact_match, f1_score
+from creditgym.envs.base import TextEnv
+from creditgym.envs.search.corpus import Question
+from creditgym.envs.search.datasets import get_dataset, get_retriever
+from creditgym.envs.search.geo import question_split
+from creditgym.envs.search.retriever import Hit, RetrieverError
+from creditgym.envs.search.text import exact_match, f1_score
 
 _SEARCH = re.compile(r"<search>(.*?)</search>", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)

@@ -15,7 +15,7 @@ from collections import Counter
 
 import numpy as np
 
-from envs.search.corpus import Hop, Passage, Question, SearchDataset
+from creditgym.envs.search.corpus import Hop, Passage, Question, SearchDataset
 
 CONTINENTS = {
     "AF": "Africa",

@@ -26,8 +26,8 @@ from typing import Protocol
 
 import numpy as np
 
-from envs.base import cache_dir
-from envs.search.corpus import Passage, SearchDataset
+from creditgym.envs.base import cache_dir
+from creditgym.envs.search.corpus import Passage, SearchDataset
 
 
 @dataclass(frozen=True)

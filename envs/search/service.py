@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from envs.search.retriever import Retriever
+from creditgym.envs.search.retriever import Retriever
 
 MAX_TOPK = 100
 MAX_QUERIES = 512

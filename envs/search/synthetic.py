@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.search.corpus import Hop, Passage, Question, SearchDataset
+from creditgym.envs.search.corpus import Hop, Passage, Question, SearchDataset
 
 _ONSETS = [
     "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s",

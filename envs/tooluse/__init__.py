@@ -1,15 +1,15 @@
 """Tool-use env: JSON-schema tools, task families with verifiable outcomes, a Python sandbox."""
 
-from envs.tooluse.env import ToolUseEnv, python_tool
-from envs.tooluse.sandbox import (
+from creditgym.envs.tooluse.env import ToolUseEnv, python_tool
+from creditgym.envs.tooluse.sandbox import (
     PythonSandbox,
     SandboxLimits,
     SandboxResult,
     SandboxUnavailable,
     isolation_problem,
 )
-from envs.tooluse.tasks import FAMILIES, Task, make_task
-from envs.tooluse.tools import Tool, ToolError, check_arguments, parse_tool_call
+from creditgym.envs.tooluse.tasks import FAMILIES, Task, make_task
+from creditgym.envs.tooluse.tools import Tool, ToolError, check_arguments, parse_tool_call
 
 __all__ = [
     "FAMILIES",

@@ -1,4 +1,4 @@
-"""PID 1 of a sandbox run, started by `envs.tooluse.sandbox` inside ``unshare``.
+"""PID 1 of a sandbox run, started by `creditgym.envs.tooluse.sandbox` inside ``unshare``.
 
 It runs as root in fresh network, mount and PID namespaces and:
 

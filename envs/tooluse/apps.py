@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.tooluse.tools import Tool, ToolError
+from creditgym.envs.tooluse.tools import Tool, ToolError
 
 # ----------------------------------------------------------------------------- calculator
 _BINOPS = {

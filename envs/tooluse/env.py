@@ -6,7 +6,7 @@ an unknown tool or arguments that do not match the tool's schema get a clear err
 ``<tool_response>`` (``action_valid=False``) and the episode goes on. A turn with neither tag, or
 with both, is invalid too. Only the first ``<tool_call>`` of a turn runs.
 
-The ``python`` tool runs code in `envs.tooluse.sandbox.PythonSandbox` (a separate, isolated
+The ``python`` tool runs code in `creditgym.envs.tooluse.sandbox.PythonSandbox` (a separate, isolated
 process; never this one). When isolation is unavailable it answers with a clear error instead
 of running code, unless the env was made with ``python_isolation="none"``.
 
@@ -24,10 +24,10 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from envs.base import TextEnv
-from envs.tooluse.sandbox import PythonSandbox, SandboxLimits, SandboxUnavailable
-from envs.tooluse.tasks import FAMILIES, Task, make_task, task_ids
-from envs.tooluse.tools import Tool, ToolError, format_response, parse_tool_call
+from creditgym.envs.base import TextEnv
+from creditgym.envs.tooluse.sandbox import PythonSandbox, SandboxLimits, SandboxUnavailable
+from creditgym.envs.tooluse.tasks import FAMILIES, Task, make_task, task_ids
+from creditgym.envs.tooluse.tools import Tool, ToolError, format_response, parse_tool_call
 
 _CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.search.text import normalize_answer
-from envs.tooluse.apps import (
+from creditgym.envs.search.text import normalize_answer
+from creditgym.envs.tooluse.apps import (
     CALCULATOR,
     CONVERTER,
     CalendarApp,
@@ -35,7 +35,7 @@ from envs.tooluse.apps import (
     evaluate,
     format_number,
 )
-from envs.tooluse.tools import Tool, ToolError
+from creditgym.envs.tooluse.tools import Tool, ToolError
 
 FAMILIES = ("arithmetic", "database", "calendar", "reasoning")
 SPLIT_SIZES = {"train": 2000, "valid": 100, "test": 100}

@@ -6,11 +6,11 @@ goals), `original` (loader for the original WebShop JSON files), `reward` (WebSh
 `browser` (Selenium + headless Chromium).
 """
 
-from envs.webshop.catalog import Catalog, Goal, Product, cached_catalog, generate_catalog
-from envs.webshop.env import WebShopEnv
-from envs.webshop.original import load_original
-from envs.webshop.reward import RewardBreakdown, compute_reward, is_success
-from envs.webshop.server import ShopServer
+from creditgym.envs.webshop.catalog import Catalog, Goal, Product, cached_catalog, generate_catalog
+from creditgym.envs.webshop.env import WebShopEnv
+from creditgym.envs.webshop.original import load_original
+from creditgym.envs.webshop.reward import RewardBreakdown, compute_reward, is_success
+from creditgym.envs.webshop.server import ShopServer
 
 __all__ = [
     "Catalog",

@@ -12,7 +12,7 @@ Pages (every URL carries the session id, so one server serves many episodes at o
 - ``GET /``                      a new session on a random goal, for a person browsing.
 - ``GET /health``                JSON: catalog fingerprint, number of products and sessions.
 
-Run as a process (``python -m envs.webshop.app --port 0``) it prints one line
+Run as a process (``python -m creditgym.envs.webshop.app --port 0``) it prints one line
 ``WEBSHOP-READY <port> <fingerprint>`` when it accepts connections. With ``--watch-parent`` it
 exits as soon as its parent process dies or closes its stdin, so no server outlives its owner.
 """
@@ -36,8 +36,8 @@ from urllib.parse import quote, urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from envs.webshop.catalog import Catalog, Goal, Product, cached_catalog
-from envs.webshop.reward import compute_reward
+from creditgym.envs.webshop.catalog import Catalog, Goal, Product, cached_catalog
+from creditgym.envs.webshop.reward import compute_reward
 
 RESULTS_PER_PAGE = 10
 SEARCH_RETURN_N = 50

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from envs.webshop.pages import DOM_WALK_JS, Item, Page
+from creditgym.envs.webshop.pages import DOM_WALK_JS, Item, Page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -11,7 +11,7 @@ Everything is a pure function of ``(n_products, seed)``: two machines build byte
 catalogs, and `Catalog.fingerprint` proves it.
 
 Generated text never contains one of the product's own option values as a substring (the reward
-would then credit a wrong option choice, see `envs.webshop.reward`); the builder checks this.
+would then credit a wrong option choice, see `creditgym.envs.webshop.reward`); the builder checks this.
 """
 
 from __future__ import annotations
@@ -730,7 +730,7 @@ def generate_catalog(n_products: int = 1000, seed: int = 0) -> Catalog:
 def cached_catalog(n_products: int = 1000, seed: int = 0, data_path: str | None = None) -> Catalog:
     """One catalog per spec and process, shared by every env that asks for it."""
     if data_path:
-        from envs.webshop.original import load_original
+        from creditgym.envs.webshop.original import load_original
 
         return load_original(data_path)
     return generate_catalog(n_products, seed)

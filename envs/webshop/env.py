@@ -1,6 +1,6 @@
 """`creditgym/WebShop-v0`: shop for a product on a real web server, as text or in a real browser.
 
-Each episode is one session on the shop server (`envs.webshop.app`): the goal's instruction is
+Each episode is one session on the shop server (`creditgym.envs.webshop.app`): the goal's instruction is
 shown on every page; the agent acts with ``search[query]`` (when the page has a search box) and
 ``click[element]`` (any clickable, by its lower-cased text, as WebShop). ``admissible_actions``
 lists every clickable, plus the template ``search[<your query>]`` when the page has a search box
@@ -31,12 +31,17 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import numpy as np
 
-from envs.base import TextEnv
-from envs.webshop.app import NEXT_PAGE, PREV_PAGE, SEARCH_RETURN_N
-from envs.webshop.catalog import GENERATOR_VERSION, Catalog, Goal, Product, cached_catalog
-from envs.webshop.pages import Item, Page, parse_html, state_key
-from envs.webshop.reward import FUZZY_THRESHOLD, compute_reward, is_success, normalize_color
-from envs.webshop.server import ShopServer
+from creditgym.envs.base import TextEnv
+from creditgym.envs.webshop.app import NEXT_PAGE, PREV_PAGE, SEARCH_RETURN_N
+from creditgym.envs.webshop.catalog import GENERATOR_VERSION, Catalog, Goal, Product, cached_catalog
+from creditgym.envs.webshop.pages import Item, Page, parse_html, state_key
+from creditgym.envs.webshop.reward import (
+    FUZZY_THRESHOLD,
+    compute_reward,
+    is_success,
+    normalize_color,
+)
+from creditgym.envs.webshop.server import ShopServer
 
 SEARCH_PLACEHOLDER = "search[<your query>]"
 _ACTION_RE = re.compile(r"^\s*(search|click)\s*\[(.*)\]\s*$", re.IGNORECASE | re.DOTALL)
@@ -163,7 +168,7 @@ class WebShopEnv(TextEnv):
 
     def _ensure_browser(self) -> Any:
         if self._browser is None:
-            from envs.webshop.browser import Browser
+            from creditgym.envs.webshop.browser import Browser
 
             self._browser = Browser(page_timeout=self._timeout)
         return self._browser

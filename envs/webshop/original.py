@@ -15,7 +15,7 @@ WebShop ships its data as a download (not available offline here). A user who ha
 Prices follow the original: a "$a to $b" range is sampled (seeded) within, and the goal's price
 bound is the larger of two bounds drawn from the first four multiples of 10 above the price.
 The original's type reward compares spaCy noun parses of titles; without spaCy we use the
-title's alphabetic words minus stop words (documented in `envs.webshop.reward`).
+title's alphabetic words minus stop words (documented in `creditgym.envs.webshop.reward`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from envs.webshop.catalog import CATEGORIES, PRICE_RANGE, Catalog, Goal, Product
+from creditgym.envs.webshop.catalog import CATEGORIES, PRICE_RANGE, Catalog, Goal, Product
 
 _STOP = frozenset(
     [

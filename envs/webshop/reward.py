@@ -15,7 +15,7 @@
 Our one deviation from the original: it extracts the nouns of both titles with a spaCy model.
 In a generated catalog the product type is known, so the type's words (``type_words``: "snack
 bar" -> {"snack", "bar"}) stand in for the title nouns; for original data, the title's
-alphabetic non-stop words do (see `envs.webshop.original`). The original can exceed 1.0 when more
+alphabetic non-stop words do (see `creditgym.envs.webshop.original`). The original can exceed 1.0 when more
 options are bought than the goal names; we cap the total at 1.0. Success means reward 1.0.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
-from envs.webshop.catalog import Goal, Product
+from creditgym.envs.webshop.catalog import Goal, Product
 
 EXACT_MATCH_OPTIONS = ("size",)
 FUZZY_THRESHOLD = 85.0

@@ -1,6 +1,6 @@
 """Run the shop as a child process on a free 127.0.0.1 port, shared by the envs of one process.
 
-`ShopServer` starts ``python -m envs.webshop.app --watch-parent`` and waits for its ready line.
+`ShopServer` starts ``python -m creditgym.envs.webshop.app --watch-parent`` and waits for its ready line.
 The child dies with its owner three ways: `stop()` (called by the last env's `close()` and at
 interpreter exit), EOF on its stdin pipe when the owner process dies however it dies, and a
 re-parenting check. `ShopServer.shared(...)` hands every env of a process that asks for the same
@@ -110,7 +110,7 @@ class ShopServer:
             cmd = [
                 sys.executable,
                 "-m",
-                "envs.webshop.app",
+                "creditgym.envs.webshop.app",
                 "--n-products",
                 str(n),
                 "--seed",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.llm import LLMAgent
-from agents.parsing import match_admissible, parse
+from creditgym.agents.llm import LLMAgent
+from creditgym.agents.parsing import match_admissible, parse
 from tests.agents.test_llm import ScriptedBackend, _ctx, hf  # noqa: F401  (fixture)
 
 ACTS = ["go to study", "take blue key", "look", "examine chest", "examine bench"]

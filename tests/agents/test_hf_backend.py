@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.backends import SamplingConfig, make_backend
-from agents.backends.hf import HFBackend
-from agents.models import tiny_model
+from creditgym.agents.backends import SamplingConfig, make_backend
+from creditgym.agents.backends.hf import HFBackend
+from creditgym.agents.models import tiny_model
 
 
 @pytest.fixture(scope="module")

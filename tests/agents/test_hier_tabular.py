@@ -1,14 +1,16 @@
 import numpy as np
 import pytest
 
-import credit
-import envs  # noqa: F401  (registers KeyRooms)
-from agents.base import Context
-from agents.hier_tabular import HierTabularAgent, subgoal_candidates
-from agents.parsing import parse_hiper
-from credit.base import Advantages
-from credit.trajectory import Step, Trajectory, TrajectoryGroup
-from trainers.rollout import EnvPool, collect
+from creditgym import (
+    credit,
+    envs,  # noqa: F401  (registers KeyRooms)
+)
+from creditgym.agents.base import Context
+from creditgym.agents.hier_tabular import HierTabularAgent, subgoal_candidates
+from creditgym.agents.parsing import parse_hiper
+from creditgym.credit.base import Advantages
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym.trainers.rollout import EnvPool, collect
 
 
 def test_turns_follow_the_hiper_format_and_keep_their_subgoal():

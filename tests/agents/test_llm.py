@@ -6,13 +6,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from agents.backends import SamplingConfig
-from agents.backends.base import Generation
-from agents.backends.hf import HFBackend
-from agents.base import Context
-from agents.llm import LLMAgent
-from agents.models import tiny_model
-from agents.prompts import TEMPLATES
+from creditgym.agents.backends import SamplingConfig
+from creditgym.agents.backends.base import Generation
+from creditgym.agents.backends.hf import HFBackend
+from creditgym.agents.base import Context
+from creditgym.agents.llm import LLMAgent
+from creditgym.agents.models import tiny_model
+from creditgym.agents.prompts import TEMPLATES
 
 
 class CountingBackend:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.parsing import char_to_token_spans, parse
+from creditgym.agents.parsing import char_to_token_spans, parse
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agents import models
-from agents.models import resolve_model, tiny_model
+from creditgym.agents import models
+from creditgym.agents.models import resolve_model, tiny_model
 
 
 def test_local_folder_and_hub_id_pass_through(tmp_path: Path) -> None:

@@ -20,15 +20,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agents.backends import make_backend
-from agents.backends.base import SamplingConfig
-from agents.backends.openai import (
+from creditgym.agents.backends import make_backend
+from creditgym.agents.backends.base import SamplingConfig
+from creditgym.agents.backends.openai import (
     EndpointError,
     OpenAIBackend,
     _prompt_seeds,
     _token_ids_and_logprobs,
 )
-from agents.models import tiny_model
+from creditgym.agents.models import tiny_model
 
 SERVED = "tiny-text"
 

@@ -18,10 +18,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agents.backends import make_backend
-from agents.backends.base import SamplingConfig
-from agents.backends.vllm import VLLMBackend
-from agents.models import resolve_model
+from creditgym.agents.backends import make_backend
+from creditgym.agents.backends.base import SamplingConfig
+from creditgym.agents.backends.vllm import VLLMBackend
+from creditgym.agents.models import resolve_model
 
 pytestmark = [
     pytest.mark.slow,
@@ -135,11 +135,11 @@ def test_context_limits(engine):
 
 def test_rollout_update_and_sync_move_the_engine_to_the_new_policy(engine, model_path):
     """KeyRooms rollout through the engine -> learner (LoRA) update -> sync -> new policy."""
-    from agents.llm import LLMAgent
-    from credit.base import Advantages
-    from credit.trajectory import flat_steps
-    from trainers.learner import Learner, LearnerConfig
-    from trainers.rollout import EnvPool, collect
+    from creditgym.agents.llm import LLMAgent
+    from creditgym.credit.base import Advantages
+    from creditgym.credit.trajectory import flat_steps
+    from creditgym.trainers.learner import Learner, LearnerConfig
+    from creditgym.trainers.rollout import EnvPool, collect
 
     learner = Learner(LearnerConfig(lr=2e-3, kl_coef=0.0, mini_batches=2), model_path)
     agent = LLMAgent(engine, learner.tokenizer, sampling=SamplingConfig(max_new_tokens=8, seed=0))

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from agents.backends.vllm import WEIGHTS_FILE, export_weights, untie_model_folder
-from agents.models import tiny_model
+from creditgym.agents.backends.vllm import WEIGHTS_FILE, export_weights, untie_model_folder
+from creditgym.agents.models import tiny_model
 
 EMBED = "model.embed_tokens.weight"
 

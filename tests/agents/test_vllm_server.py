@@ -18,11 +18,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from agents.backends import make_backend
-from agents.backends.base import SamplingConfig
-from agents.backends.openai import OpenAIBackend
-from agents.backends.vllm import SERVED_NAME, VLLMServerBackend
-from agents.models import tiny_model
+from creditgym.agents.backends import make_backend
+from creditgym.agents.backends.base import SamplingConfig
+from creditgym.agents.backends.openai import OpenAIBackend
+from creditgym.agents.backends.vllm import SERVED_NAME, VLLMServerBackend
+from creditgym.agents.models import tiny_model
 
 pytestmark = [
     pytest.mark.slow,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
 
 
 def traj(

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-import credit
+from creditgym import credit
 from tests.credit.helpers import group, traj
 
 

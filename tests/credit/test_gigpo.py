@@ -1,7 +1,7 @@
 import numpy as np
 
-import credit
-from credit.grpo import episode_advantages
+from creditgym import credit
+from creditgym.credit.grpo import episode_advantages
 from tests.credit.helpers import group, traj
 
 G95 = 0.95

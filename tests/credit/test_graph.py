@@ -1,6 +1,6 @@
 import networkx as nx
 
-from credit.graph import TrajectoryGraph
+from creditgym.credit.graph import TrajectoryGraph
 from tests.credit.helpers import group, traj
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-import credit
-from credit.hiper import HiPERConfig, hierarchical_advantages
-from credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym import credit
+from creditgym.credit.hiper import HiPERConfig, hierarchical_advantages
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
 
 # Four turns: SWITCH, KEEP, SWITCH, KEEP -> segments {0, 1} and {2, 3}; env rewards [0, 0, 0, 10].
 SWITCHES = ["SWITCH", "KEEP", "SWITCH", "KEEP"]

@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-import credit
-from credit.igpo import word_f1
-from credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym import credit
+from creditgym.credit.igpo import word_f1
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
 
 
 def qa_traj(logprobs, answer, truth="New York City", valid=True):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-import credit
-from credit.ppo import gae
+from creditgym import credit
+from creditgym.credit.ppo import gae
 from tests.credit.helpers import group, traj
 
 

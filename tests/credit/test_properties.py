@@ -4,9 +4,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import credit
-from credit.grpo import episode_advantages
-from credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym import credit
+from creditgym.credit.grpo import episode_advantages
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
 
 MODULES = ("grpo", "rloo", "gigpo")
 STATES = ["s0", "s1", "s2", "s3"]

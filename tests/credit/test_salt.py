@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-import credit
-from credit.salt import step_nodes
+from creditgym import credit
+from creditgym.credit.salt import step_nodes
 from tests.credit.helpers import group, traj
 
 

@@ -11,9 +11,9 @@ import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.alfworld import assets, generator
-from envs.alfworld.env import (
+from creditgym import envs
+from creditgym.envs.alfworld import assets, generator
+from creditgym.envs.alfworld.env import (
     PANEL_SIZES,
     UNSEEN_FLOOR_PLANS,
     ALFWorldEnv,
@@ -21,8 +21,8 @@ from envs.alfworld.env import (
     parse_task_id,
     split_floor_plans,
 )
-from envs.alfworld.expert import solve
-from envs.alfworld.fast import (
+from creditgym.envs.alfworld.expert import solve
+from creditgym.envs.alfworld.fast import (
     FastAlfred,
     Game,
     UnsupportedGame,

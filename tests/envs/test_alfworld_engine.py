@@ -19,11 +19,11 @@ from gymnasium.utils.env_checker import check_env
 pytest.importorskip("textworld")
 pytest.importorskip("fast_downward")
 
-from envs.alfworld import assets  # noqa: E402
-from envs.alfworld.engine import EngineAlfred  # noqa: E402
-from envs.alfworld.env import ALFWorldEnv, game_folder, generated_panel, parse_task_id  # noqa: E402
-from envs.alfworld.expert import expert_action  # noqa: E402
-from envs.alfworld.fast import FastAlfred, Game, state_key  # noqa: E402
+from creditgym.envs.alfworld import assets  # noqa: E402
+from creditgym.envs.alfworld.engine import EngineAlfred  # noqa: E402
+from creditgym.envs.alfworld.env import ALFWorldEnv, game_folder, generated_panel, parse_task_id  # noqa: E402
+from creditgym.envs.alfworld.expert import expert_action  # noqa: E402
+from creditgym.envs.alfworld.fast import FastAlfred, Game, state_key  # noqa: E402
 
 GAMES_PER_TYPE = 10
 
@@ -154,7 +154,7 @@ def test_engine_and_fast_envs_report_the_same_infos():
 def test_alfworlds_own_alfredtwenv_plays_exported_games(tmp_path):
     from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
 
-    from envs.alfworld.env import export_games
+    from creditgym.envs.alfworld.env import export_games
 
     export_games("test", tmp_path, size=6)  # one game of each task type
     config = {

@@ -6,8 +6,8 @@ import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.base import CHARSET, Panel, TextEnv, sanitize_text
+from creditgym import envs
+from creditgym.envs.base import CHARSET, Panel, TextEnv, sanitize_text
 
 
 class Counter(TextEnv):

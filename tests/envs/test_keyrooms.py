@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401  (registers the ids)
-from envs.keyrooms import LEVELS, NOTHING, KeyRoomsEnv, generate_world
+from creditgym import envs  # noqa: F401  (registers the ids)
+from creditgym.envs.keyrooms import LEVELS, NOTHING, KeyRoomsEnv, generate_world
 
 ENV_ID = "creditgym/KeyRooms-v0"
 LEVEL_NAMES = list(LEVELS)

@@ -6,7 +6,7 @@ import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
+from creditgym import envs
 
 CREDITGYM_IDS = envs.list_envs(namespace="creditgym")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from envs.tooluse import PythonSandbox, SandboxLimits, SandboxUnavailable, ToolUseEnv
-from envs.tooluse import sandbox as sb
+from creditgym.envs.tooluse import PythonSandbox, SandboxLimits, SandboxUnavailable, ToolUseEnv
+from creditgym.envs.tooluse import sandbox as sb
 
 LIMITS = SandboxLimits(wall_time_s=2.0, memory_mb=256, processes=8, file_mb=1, max_output_chars=500)
 

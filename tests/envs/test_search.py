@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401  (registers the ids)
-from envs.search import (
+from creditgym import envs  # noqa: F401  (registers the ids)
+from creditgym.envs.search import (
     BM25Retriever,
     SearchEnv,
     exact_match,
@@ -20,8 +20,8 @@ from envs.search import (
     load_qa_jsonl,
     normalize_answer,
 )
-from envs.search.env import format_hits
-from envs.search.synthetic import build_synthetic_dataset
+from creditgym.envs.search.env import format_hits
+from creditgym.envs.search.synthetic import build_synthetic_dataset
 
 ENV_ID = "creditgym/Search-v0"
 SYN = {"corpus": "synthetic", "num_passages": 2000, "num_questions": 600}
@@ -170,7 +170,7 @@ def test_bm25_ranks_the_named_entity_first_and_caches(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_dense_retriever_with_packaged_minilm(tmp_path, monkeypatch):
-    from envs.search import DenseRetriever, Passage
+    from creditgym.envs.search import DenseRetriever, Passage
 
     monkeypatch.setenv("CREDITGYM_CACHE", str(tmp_path))
     passages = [
@@ -289,7 +289,7 @@ def test_random_text_never_raises_and_rarely_wins():
 
 
 def test_format_hits():
-    from envs.search import Hit
+    from creditgym.envs.search import Hit
 
     text = format_hits(
         [Hit("1", "Fes", "Fes is a city in Morocco.", 2.0), Hit("2", "Rabat", "Capital.", 1.0)]

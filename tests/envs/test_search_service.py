@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.search import RemoteRetriever, RetrieverError, SearchEnv, get_retriever
+from creditgym.envs.search import RemoteRetriever, RetrieverError, SearchEnv, get_retriever
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = {"corpus": "synthetic", "num_passages": 1500, "num_questions": 300, "corpus_seed": 7}

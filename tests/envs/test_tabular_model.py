@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from envs.tabular_model import TabularModel
+from creditgym.envs.tabular_model import TabularModel
 
 
 def chain_model() -> TabularModel:

@@ -8,7 +8,7 @@ from gymnasium.utils.env_checker import check_env
 
 pytest.importorskip("textworld")
 
-from envs.textworld_env import KINDS, TextWorldEnv  # noqa: E402
+from creditgym.envs.textworld_env import KINDS, TextWorldEnv  # noqa: E402
 
 pytestmark = pytest.mark.slow  # each game is compiled by TextWorld (seconds) on first use
 

@@ -7,10 +7,17 @@ import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401  (registers the ids)
-from envs.tooluse import FAMILIES, ToolError, ToolUseEnv, make_task, parse_tool_call
-from envs.tooluse.apps import CALCULATOR, CONVERTER, CalendarApp, CompanyDB, calculate, convert
-from envs.tooluse.sandbox import isolation_problem
+from creditgym import envs  # noqa: F401  (registers the ids)
+from creditgym.envs.tooluse import FAMILIES, ToolError, ToolUseEnv, make_task, parse_tool_call
+from creditgym.envs.tooluse.apps import (
+    CALCULATOR,
+    CONVERTER,
+    CalendarApp,
+    CompanyDB,
+    calculate,
+    convert,
+)
+from creditgym.envs.tooluse.sandbox import isolation_problem
 
 ENV_ID = "creditgym/ToolUse-v0"
 NO_RG = [
@@ -234,8 +241,8 @@ def test_reasoning_plans_compute_the_answer_with_the_tools():
 
 
 def test_tasks_are_deterministic():
-    from envs.tooluse.env import python_tool
-    from envs.tooluse.sandbox import PythonSandbox
+    from creditgym.envs.tooluse.env import python_tool
+    from creditgym.envs.tooluse.sandbox import PythonSandbox
 
     tool = python_tool(PythonSandbox())
     for tid in ("arithmetic-500003", "database-500007", "calendar-000042"):

@@ -8,8 +8,8 @@ from gymnasium.utils.env_checker import check_env
 
 pytest.importorskip("textworld_express")
 
-import envs  # noqa: E402
-from envs.twx import GAMES, TWXEnv  # noqa: E402
+from creditgym import envs  # noqa: E402
+from creditgym.envs.twx import GAMES, TWXEnv  # noqa: E402
 
 pytestmark = pytest.mark.slow  # each env starts a JVM (about a second)
 

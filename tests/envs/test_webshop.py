@@ -16,8 +16,8 @@ import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.webshop import ShopServer, WebShopEnv, compute_reward
+from creditgym import envs
+from creditgym.envs.webshop import ShopServer, WebShopEnv, compute_reward
 
 ENV_ID = "creditgym/WebShop-v0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,7 +229,7 @@ def test_server_dies_with_its_owner_process():
     script = textwrap.dedent(
         """
         import sys, time
-        from envs.webshop import WebShopEnv
+        from creditgym.envs.webshop import WebShopEnv
         env = WebShopEnv(split="test")
         env.reset(options={"task_id": 0})
         print(env.server.pid, flush=True)

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.webshop import WebShopEnv
+from creditgym import envs
+from creditgym.envs.webshop import WebShopEnv
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,7 @@ def test_browser_processes_die_with_their_owner():
     script = textwrap.dedent(
         """
         import time
-        from envs.webshop import WebShopEnv
+        from creditgym.envs.webshop import WebShopEnv
         env = WebShopEnv(split="test", mode="browser")
         env.reset(options={"task_id": 0})
         print(env._browser._profile, env._browser.driver.service.process.pid, flush=True)

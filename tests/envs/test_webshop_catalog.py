@@ -8,9 +8,14 @@ from itertools import combinations
 import pytest
 from rapidfuzz import fuzz
 
-from envs.webshop.catalog import CATEGORIES, OPTION_VALUES, PRODUCT_TYPES, generate_catalog
-from envs.webshop.original import load_original
-from envs.webshop.reward import compute_reward
+from creditgym.envs.webshop.catalog import (
+    CATEGORIES,
+    OPTION_VALUES,
+    PRODUCT_TYPES,
+    generate_catalog,
+)
+from creditgym.envs.webshop.original import load_original
+from creditgym.envs.webshop.reward import compute_reward
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from envs.webshop.catalog import Goal, Product
-from envs.webshop.reward import compute_reward, is_success, normalize_color, type_reward
+from creditgym.envs.webshop.catalog import Goal, Product
+from creditgym.envs.webshop.reward import compute_reward, is_success, normalize_color, type_reward
 
 
 def product(**kw) -> Product:

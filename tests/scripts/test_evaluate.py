@@ -52,8 +52,8 @@ def test_evaluate_rejects_bad_arguments() -> None:
 
 @pytest.mark.slow
 def test_evaluate_a_run_before_and_after_training(tmp_path: Path) -> None:
+    from creditgym.trainers.train import train
     from tests.trainers.test_train import tiny_config
-    from trainers.train import train
 
     run = train(tiny_config(tmp_path, "train.iterations=1", "eval.tasks=0"), argv=["t"]).run_dir
     reports = {}

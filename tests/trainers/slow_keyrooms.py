@@ -8,7 +8,7 @@ import time
 
 import gymnasium
 
-from envs.keyrooms import KeyRoomsEnv
+from creditgym.envs.keyrooms import KeyRoomsEnv
 
 #: Seconds each step sleeps: one iteration of the resume test's rollout takes >= 8 of them.
 STEP_DELAY_S = 0.25

@@ -3,9 +3,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agents.models import tiny_model
-from credit.trajectory import Step, Trajectory, TrajectoryGroup
-from trainers.answer_scoring import build_queries, score_answers
+from creditgym.agents.models import tiny_model
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym.trainers.answer_scoring import build_queries, score_answers
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_batching_and_padding_do_not_change_scores(tiny):
 
 
 def test_scored_steps_feed_igpo(tiny):
-    import credit
+    from creditgym import credit
 
     model, tok = tiny
     g = qa_group(tok)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.checkpoint import (
+from creditgym.trainers.checkpoint import (
     TaskSampler,
     get_rng_state,
     latest_checkpoint,

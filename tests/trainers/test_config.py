@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trainers.config import (
+from creditgym.trainers.config import (
     ConfigError,
     TrainConfig,
     apply_overrides,
@@ -117,8 +117,16 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     "path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS))
 )
 def test_every_shipped_config_loads_and_validates(path: Path) -> None:
-    import envs
+    from creditgym import envs
 
     cfg = load_config(path)
     assert cfg.train.iterations >= 1
     assert cfg.env.id in envs.list_envs()
+
+
+def test_config_written_before_the_rename_says_what_to_change(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("env:\n  id: envs:creditgym/KeyRooms-v0\n")
+    with pytest.raises(ConfigError, match=r"creditgym\.envs:creditgym/KeyRooms-v0") as exc:
+        load_config(path)
+    assert "env.id" in str(exc.value)

@@ -3,10 +3,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import credit
-from agents.models import tiny_model
-from credit.trajectory import Step, Trajectory, TrajectoryGroup
-from trainers.heads import (
+from creditgym import credit
+from creditgym.agents.models import tiny_model
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym.trainers.heads import (
     HIPER_HEADS,
     ValueHeads,
     fill_values,
@@ -122,7 +122,7 @@ def test_steps_without_token_records_are_a_clear_error(tiny):
 
 
 def test_learner_trains_hiper_heads_on_the_modules_targets(tiny):
-    from trainers.learner import Learner, LearnerConfig
+    from creditgym.trainers.learner import Learner, LearnerConfig
 
     _, tok = tiny
     learner = Learner(LearnerConfig(value_heads=list(HIPER_HEADS), lr=1e-3), tiny_model())

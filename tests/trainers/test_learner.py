@@ -10,14 +10,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from agents.backends import SamplingConfig
-from agents.backends.hf import HFBackend
-from agents.llm import LLMAgent
-from agents.models import tiny_model
-from credit.base import Advantages
-from credit.trajectory import Step, Trajectory, TrajectoryGroup, flat_steps
-from trainers.learner import Learner, LearnerConfig
-from trainers.rollout import EnvPool, collect
+from creditgym.agents.backends import SamplingConfig
+from creditgym.agents.backends.hf import HFBackend
+from creditgym.agents.llm import LLMAgent
+from creditgym.agents.models import tiny_model
+from creditgym.credit.base import Advantages
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup, flat_steps
+from creditgym.trainers.learner import Learner, LearnerConfig
+from creditgym.trainers.rollout import EnvPool, collect
 
 
 def _rollout(learner: Learner, context: str = "steps", tasks: int = 2, group: int = 2):
@@ -184,7 +184,7 @@ def test_full_finetune_keeps_a_frozen_reference() -> None:
 
 
 def test_prepare_fills_values_and_answer_logprobs(rolled) -> None:
-    from trainers.heads import gather_hidden
+    from creditgym.trainers.heads import gather_hidden
 
     learner, _ = rolled
     tok = learner.tokenizer
@@ -225,7 +225,7 @@ def test_prepare_fills_values_and_answer_logprobs(rolled) -> None:
 
 
 def test_value_heads_train_on_critic_targets() -> None:
-    from credit.ppo import CriticAdvantages
+    from creditgym.credit.ppo import CriticAdvantages
 
     learner = Learner(LearnerConfig(lr=1e-3, kl_coef=0.0), tiny_model())
     groups = _group([_step([1, 2, 3], [40, 41]), _step([1, 2, 4], [42]), _step([5, 6], [43])])

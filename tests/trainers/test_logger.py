@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.logger import MetricsLogger, read_metrics, truncate_metrics
-from trainers.progress import format_summary
+from creditgym.trainers.logger import MetricsLogger, read_metrics, truncate_metrics
+from creditgym.trainers.progress import format_summary
 
 
 def test_metrics_jsonl_truncation_for_resume(tmp_path: Path) -> None:

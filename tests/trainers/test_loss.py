@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainers.loss import kl_penalty, policy_loss, ppo_clip, token_logprobs_and_entropy
+from creditgym.trainers.loss import kl_penalty, policy_loss, ppo_clip, token_logprobs_and_entropy
 
 
 def test_ppo_clip_by_hand() -> None:

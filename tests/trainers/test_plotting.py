@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.logger import MetricsLogger
-from trainers.plotting import compare_runs, plot_run, summarize_run
+from creditgym.trainers.logger import MetricsLogger
+from creditgym.trainers.plotting import compare_runs, plot_run, summarize_run
 
 
 def _run(path: Path, successes: list[float], evals: dict[int, float]) -> Path:

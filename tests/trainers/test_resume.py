@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainers.checkpoint import latest_checkpoint, load_checkpoint
-from trainers.logger import read_metrics
+from creditgym.trainers.checkpoint import latest_checkpoint, load_checkpoint
+from creditgym.trainers.logger import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """

@@ -3,10 +3,10 @@
 import gymnasium
 import pytest
 
-from agents.base import Turn
-from agents.random_agent import RandomAgent
-from envs.base import TextEnv
-from trainers.rollout import EnvPool, collect
+from creditgym.agents.base import Turn
+from creditgym.agents.random_agent import RandomAgent
+from creditgym.envs.base import TextEnv
+from creditgym.trainers.rollout import EnvPool, collect
 
 
 class Walk(TextEnv):

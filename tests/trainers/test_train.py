@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainers.config import load_config
-from trainers.logger import read_metrics
-from trainers.train import RunFolder, Trainer, group_seeds, load_run_config, train
+from creditgym.trainers.config import load_config
+from creditgym.trainers.logger import read_metrics
+from creditgym.trainers.train import RunFolder, Trainer, group_seeds, load_run_config, train
 
 TINY = [
     "model.name=tiny",

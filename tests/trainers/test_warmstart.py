@@ -1,4 +1,4 @@
-"""Behaviour cloning (`trainers.warmstart`) on the tiny model: exact formats and a falling NLL."""
+"""Behaviour cloning (`creditgym.trainers.warmstart`) on the tiny model: exact formats and a falling NLL."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.llm import LLMAgent
-from agents.models import resolve_model, tiny_model
-from credit.trajectory import flat_steps
-from trainers.config import from_dict
-from trainers.learner import Learner, LearnerConfig
-from trainers.rollout import EnvPool
-from trainers.warmstart import DemonstrationAgent, demonstrations, warm_start
+from creditgym.agents.llm import LLMAgent
+from creditgym.agents.models import resolve_model, tiny_model
+from creditgym.credit.trajectory import flat_steps
+from creditgym.trainers.config import from_dict
+from creditgym.trainers.learner import Learner, LearnerConfig
+from creditgym.trainers.rollout import EnvPool
+from creditgym.trainers.warmstart import DemonstrationAgent, demonstrations, warm_start
 
 ENV_KWARGS = {"level": "small", "max_steps": 12}
 
@@ -97,8 +97,8 @@ def test_warm_start_writes_a_loadable_model_and_a_report(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_a_run_with_a_warmstart_section_trains_the_cloned_model(tmp_path: Path) -> None:
+    from creditgym.trainers.train import Trainer, train
     from tests.trainers.test_train import tiny_config
-    from trainers.train import Trainer, train
 
     extra = ["warmstart.episodes=2", "warmstart.eval_episodes=1", "train.iterations=1"]
     cfg = tiny_config(
