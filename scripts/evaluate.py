@@ -78,13 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from creditgym.agents.backends import make_backend
-    from creditgym.trainers.train import _seed_everything, make_agent
+    from creditgym.trainers.seeding import seed_everything
+    from creditgym.trainers.wiring import make_agent
 
-    _seed_everything(args.seed)
+    seed_everything(args.seed)
     config = None
     try:
         if args.run:
-            from creditgym.trainers.train import load_run_config
+            from creditgym.trainers.run_folder import load_run_config
 
             config = load_run_config(args.run)
         elif args.config:

@@ -20,6 +20,7 @@ with ``model.name=<out>/model``; its KL reference is the warm-started model.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +33,9 @@ from creditgym.agents.oracle import OracleAgent
 from creditgym.credit.trajectory import TrajectoryGroup
 from creditgym.trainers.config import TrainConfig, learner_config
 from creditgym.trainers.rollout import EnvPool, collect
+from creditgym.trainers.wiring import make_agent
 
-__all__ = ["DemonstrationAgent", "demonstrations", "warm_start"]
+__all__ = ["DemonstrationAgent", "demonstrations", "warm_start", "warm_start_once"]
 
 
 class DemonstrationAgent:
@@ -125,7 +127,6 @@ def warm_start(
     """
     from creditgym.agents.models import resolve_model
     from creditgym.trainers.learner import Learner
-    from creditgym.trainers.train import make_agent
 
     if episodes < 1 or epochs < 1:
         raise ValueError("episodes and epochs must be >= 1")
@@ -185,6 +186,40 @@ def warm_start(
     report["seconds"] = time.perf_counter() - t_start
     (out / "warmstart.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def warm_start_once(config: TrainConfig, out: str | Path) -> str:
+    """Behaviour-clone the expert into ``<out>/model`` once; reuse a finished one (on resume).
+
+    ``config.warmstart`` holds the options. Returns the resolved path of the model folder.
+    """
+    out = Path(out)
+    model = out / "model"
+    report = out / "warmstart.json"
+    if report.exists() and (model / "config.json").exists():
+        return str(model.resolve())
+    shutil.rmtree(out, ignore_errors=True)  # a warm start killed half-way: start it again
+    ws = config.warmstart
+    print(f"warm start: behaviour cloning {ws.episodes} expert episodes", flush=True)
+    result = warm_start(
+        config,
+        out,
+        episodes=ws.episodes,
+        epochs=ws.epochs,
+        lr=ws.lr,
+        mini_batches=ws.mini_batches,
+        eval_episodes=ws.eval_episodes,
+        progress=config.logging.progress,
+    )
+    before = result.get("held_out_greedy_match_before")
+    after = result.get("held_out_greedy_match_after")
+    if before is not None:
+        print(
+            f"warm start: held-out greedy step accuracy {before:.2f} -> {after:.2f} "
+            f"({result['seconds']:.0f} s)",
+            flush=True,
+        )
+    return str(Path(result["model"]).resolve())
 
 
 def _bar(enabled: bool, total: int) -> Any:
