@@ -21,7 +21,7 @@ FOLDERS = ("envs", "agents", "credit", "trainers")
 def wheel(tmp_path_factory) -> Path:
     """Build the wheel with the venv's setuptools (no pip, no resolution, no index)."""
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     for folder in FOLDERS:
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
