@@ -3,7 +3,13 @@
 A credit module is a callable ``module(groups) -> Advantages``: a pure function of recorded
 trajectory groups (plus step fields the trainer fills for the names in ``module.needs``). Modules
 register by name with `register`; ``make(name, **overrides)`` builds one with its paper's defaults
-and checks every override against its options dataclass.
+and checks every override against its options dataclass. A module that needs values declares its
+value heads and where each is read (``value_heads``, positions from `READ_POSITIONS`); the learner
+serves exactly those.
+
+Statistics over the whole batch (z-scores, whitening, min-max) go through `batch_stats`, whose
+partial sums pass through one reducer (`set_reducer`): the identity in one process, an all-reduce
+in a data-parallel learner. Statistics inside one group stay local (a group lives on one rank).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +27,11 @@ from creditgym.credit.trajectory import TrajectoryGroup, total_steps
 
 NORM_MODES = ("mean_norm", "mean_std_norm")
 
+#: Where a value head reads the backbone's hidden state in a step's sequence:
+#: "last_prompt_token" (the state the turn acts in) or "subgoal_end" (the last token of the
+#: response's ``<subgoal>`` span; the last prompt token when the step has no such span).
+READ_POSITIONS = ("last_prompt_token", "subgoal_end")
+
 
 @dataclass
 class Advantages:
@@ -28,14 +39,43 @@ class Advantages:
 
     ``spans`` optionally holds per-span advantages of the same length (HiPER: "switch",
     "subgoal", "action"); ``diagnostics`` holds scalars to log under ``credit/``.
+    ``mask`` (bool per step, default all True) leaves a False step out of the loss entirely: the
+    policy loss, every loss term (KL, entropy, ...), the value loss and the token counts that
+    normalise them. ``weight`` (float per step, default 1) scales that step's contribution to the
+    policy loss and its terms (the token-mean denominator is unchanged).
     """
 
     values: np.ndarray
     spans: dict[str, np.ndarray] | None = None
     diagnostics: dict[str, float] = field(default_factory=dict)
+    mask: np.ndarray | None = None
+    weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def check(self, n_steps: int) -> None:
+        """Raise if any per-step array does not hold ``n_steps`` entries (or a weight is not
+        finite)."""
+        arrays = {"values": self.values, "mask": self.mask, "weight": self.weight}
+        arrays.update({f"spans[{k!r}]": v for k, v in (self.spans or {}).items()})
+        for name, arr in arrays.items():
+            if arr is not None and len(arr) != n_steps:
+                raise ValueError(f"Advantages.{name} has {len(arr)} entries for {n_steps} steps")
+        if self.weight is not None and not np.all(np.isfinite(self.weight)):
+            raise ValueError("Advantages.weight must be finite")
+
+    def step_mask(self) -> np.ndarray:
+        """`mask` as a bool array (all True when unset)."""
+        if self.mask is None:
+            return np.ones(len(self.values), dtype=bool)
+        return np.asarray(self.mask, dtype=bool)
+
+    def step_weight(self) -> np.ndarray:
+        """`weight` as a float array (all 1 when unset)."""
+        if self.weight is None:
+            return np.ones(len(self.values), dtype=np.float64)
+        return np.asarray(self.weight, dtype=np.float64)
 
     def per_trajectory(self, groups: Sequence[TrajectoryGroup]) -> list[list[np.ndarray]]:
         """Split `values` back into [group][trajectory] arrays."""
@@ -47,6 +87,84 @@ class Advantages:
                 pos += len(t)
             out.append(rows)
         return out
+
+
+#: ``reducer(partials, op)`` combines per-process partial statistics; ``op`` is "sum" or "max".
+Reducer = Callable[[np.ndarray, str], np.ndarray]
+
+
+def _local_reducer(partials: np.ndarray, op: str) -> np.ndarray:
+    return partials
+
+
+_reducer: Reducer = _local_reducer
+
+
+def set_reducer(fn: Reducer | None) -> Reducer:
+    """Route every `batch_stats` reduction through ``fn`` (None: back to one process); returns
+    the previous reducer.
+
+    ``fn(partials, op)`` gets a float64 array of this process's partial sums (``op="sum"``) or
+    maxima (``op="max"``) and returns the elementwise combination over all processes, e.g. a
+    ``torch.distributed.all_reduce``. Every process must then call the credit module on its
+    share of the batch, so the calls line up.
+    """
+    global _reducer
+    previous = _reducer
+    _reducer = _local_reducer if fn is None else fn
+    return previous
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Count, mean, sum of squared deviations from the mean (``m2``), min and max of a set."""
+
+    count: int
+    mean: float
+    m2: float
+    min: float
+    max: float
+
+    def std(self, ddof: int = 0) -> float:
+        """Standard deviation (population for ``ddof=0``); 0 when count <= ddof."""
+        return float(np.sqrt(self.m2 / (self.count - ddof))) if self.count > ddof else 0.0
+
+
+def batch_stats(x: np.ndarray, mask: np.ndarray | None = None) -> BatchStats:
+    """Statistics of ``x`` (the entries where ``mask`` is True) over the whole batch.
+
+    Two passes, each reduced by the reducer (`set_reducer`): count and sum give the mean, then
+    the squared deviations from that mean give ``m2``; min and max ride along. In one process
+    the numbers equal numpy's ``mean``, ``std`` (ddof 0), ``min`` and ``max`` bit for bit. An
+    empty set gives count 0, mean 0, min +inf and max -inf.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if mask is not None:
+        x = x[np.asarray(mask, dtype=bool).reshape(-1)]
+    count, total = _reducer(np.array([float(x.size), x.sum()]), "sum")
+    mean = float(total / count) if count else 0.0
+    d = x - mean
+    (m2,) = _reducer(np.array([(d * d).sum()]), "sum")
+    neg_min, hi = _reducer(
+        np.array([-x.min(), x.max()]) if x.size else np.array([-np.inf, -np.inf]), "max"
+    )
+    return BatchStats(int(count), mean, float(m2), float(-neg_min), float(hi))
+
+
+def whiten(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """(x - mean) / (population std + 1e-6) over the whole batch (`batch_stats`); a set of one
+    element or none gives 0. With ``mask``, only those entries are used and set; the rest are 0."""
+    x = np.asarray(x, dtype=np.float64)
+    stats = batch_stats(x, mask)
+    out = np.zeros_like(x)
+    if stats.count <= 1:
+        return out
+    scale = stats.std() + 1e-6
+    if mask is None:
+        return (x - stats.mean) / scale
+    m = np.asarray(mask, dtype=bool)
+    out[m] = (x[m] - stats.mean) / scale
+    return out
 
 
 def normalize(x: np.ndarray, mode: str, std: str = "population") -> np.ndarray:
@@ -116,6 +234,9 @@ class CreditModule:
     name: ClassVar[str] = ""
     #: Step fields the trainer must fill first: "values", "entropies", "answer_logprobs".
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: Value heads the module reads from ``Step.values`` when it needs values: head name ->
+    #: where the head reads (one of `READ_POSITIONS`). A module may set it per instance.
+    value_heads: ClassVar[Mapping[str, str]] = {}
     Config: ClassVar[type]
 
     def __init__(self, config: Any | None = None, **overrides: Any):
@@ -148,6 +269,7 @@ class CreditModule:
         n = total_steps(groups)
         if len(adv.values) != n:
             raise AssertionError(f"{self.name} returned {len(adv.values)} advantages for {n} steps")
+        adv.check(n)
         adv.diagnostics.update(summary_diagnostics(adv.values, groups, self.config))
         adv.diagnostics["time_ms"] = 1000.0 * elapsed
         return adv

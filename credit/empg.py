@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from creditgym.credit.base import Advantages, CreditModule, make, register
+from creditgym.credit.base import Advantages, CreditModule, batch_stats, make, register
 from creditgym.credit.trajectory import TrajectoryGroup
 
 
@@ -75,17 +75,22 @@ class EMPG(CreditModule):
         self.base = make(c.base, **c.base_options)
         # An instance attribute: what the trainer must fill is EMPG's need plus its base's.
         self.needs = frozenset({"entropies"}) | self.base.needs
+        self.value_heads = self.base.value_heads
 
     def compute(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
         c = self.config
         base = self.base(groups)
         h = step_entropies(groups)
+        # Batch-wide min-max and mean (`batch_stats`), before any early return: in a
+        # data-parallel run every rank reduces.
+        hs = batch_stats(h)
+        span = hs.max - hs.min
+        h_norm = (h - hs.min) / span if span > 1e-12 else np.zeros_like(h)
+        scale = np.exp(-c.k * h_norm)
+        scale_mean = batch_stats(scale).mean
         if h.size == 0:
             return Advantages(values=np.zeros(0))
-        span = h.max() - h.min()
-        h_norm = (h - h.min()) / span if span > 1e-12 else np.zeros_like(h)
-        scale = np.exp(-c.k * h_norm)
-        scale /= scale.mean()
+        scale /= scale_mean
         bonus = np.zeros_like(h)
         pos = 0
         for g in groups:

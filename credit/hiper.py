@@ -49,8 +49,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from creditgym.credit.base import CreditModule, check_choice, register
-from creditgym.credit.ppo import CriticAdvantages, step_value, whiten
+from creditgym.credit.base import CreditModule, check_choice, register, whiten
+from creditgym.credit.ppo import CriticAdvantages, step_value
 from creditgym.credit.trajectory import (
     DEFAULT_INVALID_PENALTY,
     Step,
@@ -63,6 +63,9 @@ VALUE_SOURCES = ("critic", "group")
 KEEP_MODES = ("per_turn", "normalized")
 KEEP_SUBGOAL = ("low", "zero")
 SPANS = ("switch", "subgoal", "action")
+#: The critic's heads and where each reads: V_high and V_term at the state the turn acts in,
+#: V_low after the subgoal it executes.
+CRITIC_HEADS = {"high": "last_prompt_token", "low": "subgoal_end", "term": "last_prompt_token"}
 
 
 @dataclass(frozen=True)
@@ -192,10 +195,8 @@ def hierarchical_advantages(
 
 
 def _zscore_finite(x: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(x)
-    ok = np.isfinite(x)
-    out[ok] = whiten(x[ok])
-    return out
+    """z-score of the finite entries over the batch (`whiten`); NaN entries become 0."""
+    return whiten(x, np.isfinite(x))
 
 
 @register("hiper")
@@ -215,8 +216,9 @@ class HiPER(CreditModule):
         check_choice("group_bootstrap", c.group_bootstrap, ("mean", "return"))
         if not 0.0 <= c.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {c.gamma}")
-        # Critic-free HiPER needs nothing from the model (an instance attribute).
+        # Critic-free HiPER needs nothing from the model (instance attributes).
         self.needs = frozenset({"values"}) if c.values == "critic" else frozenset()
+        self.value_heads = dict(CRITIC_HEADS) if c.values == "critic" else {}
 
     @staticmethod
     def _values(traj: Trajectory, starts: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -270,12 +272,13 @@ class HiPER(CreditModule):
                 starts_all.append(starts)
                 violations += viol
                 keep_turns += int(n - starts.sum())
+        raw = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+        # Batch-wide z-scores before any early return: in a data-parallel run every rank reduces.
+        z_high, z_low, z_term = (_zscore_finite(raw[k]) for k in ("high", "low", "term"))
         if not starts_all:
             empty = np.zeros(0)
             return CriticAdvantages(values=empty, spans={k: empty for k in SPANS})
-        raw = {k: np.concatenate(v) for k, v in parts.items() if v}
         starts = np.concatenate(starts_all)
-        z_high, z_low, z_term = (_zscore_finite(raw[k]) for k in ("high", "low", "term"))
         keep_sub = z_low if c.keep_subgoal == "low" else np.zeros_like(z_low)
         spans = {"switch": z_term, "subgoal": np.where(starts, z_high, keep_sub), "action": z_low}
         n_steps = len(starts)

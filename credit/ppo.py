@@ -10,7 +10,8 @@ backbone):
     target_t = A_t + V_t                         (the value loss regresses V_t on it)
 
 gamma = 1.0 and lambda = 0.95 by default. ``whiten=True`` (default, as verl's PPO) z-scores the
-advantages over the whole batch (population std); the value targets are never whitened.
+advantages over the whole batch (population std, `creditgym.credit.base.whiten`); the value
+targets are never whitened. The value head is read at the last prompt token.
 A truncated episode also bootstraps 0, as verl-agent does at ``max_steps``.
 """
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from creditgym.credit.base import Advantages, CreditModule, register
+from creditgym.credit.base import Advantages, CreditModule, register, whiten
 from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, Step, TrajectoryGroup
 
 
@@ -67,13 +68,6 @@ def step_value(step: Step, head: str, where: str) -> float:
     return float(step.values[head])
 
 
-def whiten(x: np.ndarray) -> np.ndarray:
-    """(x - mean) / (population std + 1e-6) over the whole array; one element or none gives 0."""
-    if x.size <= 1:
-        return np.zeros_like(x)
-    return (x - x.mean()) / (x.std() + 1e-6)
-
-
 @dataclass(frozen=True)
 class PPOConfig:
     gamma: float = 1.0
@@ -99,6 +93,7 @@ class PPO(CreditModule):
         c = self.config
         if not 0.0 <= c.gamma <= 1.0 or not 0.0 <= c.lam <= 1.0:
             raise ValueError(f"gamma and lam must be in [0, 1], got {c.gamma}, {c.lam}")
+        self.value_heads = {c.head: "last_prompt_token"}
 
     def compute(self, groups: Sequence[TrajectoryGroup]) -> CriticAdvantages:
         c = self.config
