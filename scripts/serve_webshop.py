@@ -16,7 +16,7 @@ import argparse
 import time
 
 from creditgym.envs.webshop.app import serve
-from creditgym.envs.webshop.catalog import cached_catalog
+from creditgym.envs.webshop.loading import cached_catalog
 
 
 def main(argv: list[str] | None = None) -> None:

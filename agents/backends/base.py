@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 
 @dataclass
 class SamplingConfig:
@@ -38,6 +40,14 @@ class Generation:
     #: "stop" (EOS or a stop string) or "length" (hit max_new_tokens).
     finish_reason: str = "stop"
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+def prompt_seeds(seed: int | None, call: int, n: int) -> list[int | None]:
+    """Distinct, reproducible per-prompt seeds for call number ``call`` (None: no seeding)."""
+    if seed is None:
+        return [None] * n
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, call]).generate_state(n)
+    return [int(s) & 0x7FFFFFFF for s in state]
 
 
 def check_request(prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> None:

@@ -39,9 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from creditgym.agents.backends.base import Generation, SamplingConfig, check_request
+from creditgym.agents.backends.base import Generation, SamplingConfig, check_request, prompt_seeds
+from creditgym.agents.backends.weights import export_weights
 
 #: Environment variables read when ``base_url`` / ``api_key`` are not given.
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -212,7 +211,7 @@ class OpenAIBackend:
         check_request(prompts, sampling)
         if not prompts:
             return []
-        seeds = _prompt_seeds(sampling.seed, self._calls, len(prompts))
+        seeds = prompt_seeds(sampling.seed, self._calls, len(prompts))
         self._calls += 1
         t0 = time.perf_counter()
         bodies = [self._body(p, sampling, s) for p, s in zip(prompts, seeds)]
@@ -292,8 +291,6 @@ class OpenAIBackend:
                 f"backend 'openai' at {self.base_url} cannot return sampled token ids, so it is "
                 "for evaluation only and cannot train; use backend hf, vllm or vllm-server"
             )
-        from creditgym.agents.backends.vllm import export_weights
-
         t0 = time.perf_counter()
         if self._sync_dir is None:
             self._sync_dir = Path(tempfile.mkdtemp(prefix="creditgym-sync-"))
@@ -344,11 +341,3 @@ def _token_ids_and_logprobs(choice: dict[str, Any]) -> tuple[list[int], list[flo
             raise ValueError("the reply carries no sampled token ids")
         ids = [int(str(t)[len(_TOKEN_PREFIX) :]) for t in tokens]
     return [int(t) for t in ids], logprobs
-
-
-def _prompt_seeds(seed: int | None, call: int, n: int) -> list[int | None]:
-    """Distinct, reproducible per-prompt seeds for call number ``call`` (None: no seeding)."""
-    if seed is None:
-        return [None] * n
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, call]).generate_state(n)
-    return [int(s) & 0x7FFFFFFF for s in state]

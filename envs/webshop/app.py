@@ -36,7 +36,8 @@ from urllib.parse import quote, urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from creditgym.envs.webshop.catalog import Catalog, Goal, Product, cached_catalog
+from creditgym.envs.webshop.catalog import Catalog, Goal, Product
+from creditgym.envs.webshop.loading import cached_catalog
 from creditgym.envs.webshop.reward import compute_reward
 
 RESULTS_PER_PAGE = 10

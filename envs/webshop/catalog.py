@@ -20,7 +20,6 @@ import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 GENERATOR_VERSION = "webshop-gen-1"
@@ -724,13 +723,3 @@ def generate_catalog(n_products: int = 1000, seed: int = 0) -> Catalog:
     rng.shuffle(order)
     goals = [_make_goal(rng, f"g{k:06d}", products[i]) for k, i in enumerate(order)]
     return Catalog(products, goals, source=f"generated:{GENERATOR_VERSION}:{n_products}:{seed}")
-
-
-@lru_cache(maxsize=4)
-def cached_catalog(n_products: int = 1000, seed: int = 0, data_path: str | None = None) -> Catalog:
-    """One catalog per spec and process, shared by every env that asks for it."""
-    if data_path:
-        from creditgym.envs.webshop.original import load_original
-
-        return load_original(data_path)
-    return generate_catalog(n_products, seed)

@@ -33,7 +33,8 @@ import numpy as np
 
 from creditgym.envs.base import TextEnv
 from creditgym.envs.webshop.app import NEXT_PAGE, PREV_PAGE, SEARCH_RETURN_N
-from creditgym.envs.webshop.catalog import GENERATOR_VERSION, Catalog, Goal, Product, cached_catalog
+from creditgym.envs.webshop.catalog import GENERATOR_VERSION, Catalog, Goal, Product
+from creditgym.envs.webshop.loading import cached_catalog
 from creditgym.envs.webshop.pages import Item, Page, parse_html, state_key
 from creditgym.envs.webshop.reward import (
     FUZZY_THRESHOLD,

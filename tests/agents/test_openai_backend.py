@@ -21,11 +21,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from creditgym.agents.backends import make_backend
-from creditgym.agents.backends.base import SamplingConfig
+from creditgym.agents.backends.base import SamplingConfig, prompt_seeds
 from creditgym.agents.backends.openai import (
     EndpointError,
     OpenAIBackend,
-    _prompt_seeds,
     _token_ids_and_logprobs,
 )
 from creditgym.agents.models import tiny_model
@@ -239,9 +238,9 @@ def test_token_replies_are_parsed_in_both_vllm_forms():
 
 
 def test_prompt_seeds_are_distinct_and_reproducible():
-    a = _prompt_seeds(7, 0, 8)
-    assert a == _prompt_seeds(7, 0, 8)
+    a = prompt_seeds(7, 0, 8)
+    assert a == prompt_seeds(7, 0, 8)
     assert len(set(a)) == 8
-    assert set(a).isdisjoint(_prompt_seeds(7, 1, 8))
+    assert set(a).isdisjoint(prompt_seeds(7, 1, 8))
     assert all(0 <= s < 2**31 for s in a)
-    assert _prompt_seeds(None, 0, 3) == [None, None, None]
+    assert prompt_seeds(None, 0, 3) == [None, None, None]
