@@ -28,6 +28,8 @@ _BUILTIN: list[tuple[str, str, dict]] = [
         (f"creditgym/TWX-{game}-v0", "creditgym.envs.twx:TWXEnv", {"game": game})
         for game in ("cookingworld", "twc", "coin", "mapreader", "arithmetic", "sorting")
     ),
+    # An OpenEnv server (ours or anyone's) as a TextEnv; needs base_url= or CREDITGYM_OPENENV_URL.
+    ("creditgym/OpenEnv-v0", "creditgym.envs.remote.client:OpenEnvEnv", {}),
 ]
 
 for _id, _entry, _kwargs in _BUILTIN:
