@@ -44,6 +44,9 @@ class Step:
     sampler_logprobs: Sequence[float] | None = None
     #: Character or token spans of the response parts (HiPER: switch / subgoal / action).
     spans: dict[str, Any] | None = None
+    #: Version of the policy that sampled this step (today: the training iteration that
+    #: collected it; asynchronous rollouts may train on steps of an older version).
+    policy_version: int | None = None
     # Fields filled on demand by the trainer before a credit module that `needs` them runs.
     #: Per-token entropies of the response under the old policy (EMPG).
     entropies: np.ndarray | None = None

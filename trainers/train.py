@@ -186,11 +186,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ phases
     def _sync(self) -> float:
-        """Send the learner's weights to the generation backend; return its reported seconds."""
-        # hf shares (or swaps in) the module; engines reload from the learner's merged export.
-        target = self.learner.model if self.config.backend.name == "hf" else self.learner
-        seconds = self.backend.sync_weights(target)
-        return float(seconds or 0.0)
+        """Send the learner's weights to the generation backend; return its reported seconds.
+
+        Every backend takes what it needs from the learner (hf shares its module; engines
+        reload from its merged export)."""
+        return float(self.backend.sync_weights(self.learner) or 0.0)
 
     def evaluate(self, iteration: int) -> dict[str, Any]:
         """Evaluate the current policy on the eval panel (RNG forked: training is unaffected)."""
@@ -241,6 +241,9 @@ class Trainer:
         times["prompt"] = max(batch.stats.get("time_agent_s", 0.0) - times["generate"], 0.0)
         agent_metrics = self.agent.metrics(reset=True)
         groups = [grp for grp in batch.groups if len(grp.trajectories) > 0]
+        for step in flat_steps(groups):
+            if step.policy_version is None:
+                step.policy_version = k  # sampled by the policy of this iteration
         metrics: dict[str, Any] = {f"rollout/{k_}": v for k_, v in batch.stats.items()}
         metrics.pop("rollout/time_env_s", None)
         metrics.pop("rollout/time_agent_s", None)
@@ -285,7 +288,7 @@ class Trainer:
         groups, metrics = self._rollout(k, times)
         advantages = None
         if flat_steps(groups):
-            advantages = self._learn(groups, metrics, times).values
+            advantages = self._learn(groups, metrics, times)
         else:
             metrics["train/skipped"] = 1.0
             self.display.print(f"iteration {k}: every episode failed; nothing to train on")

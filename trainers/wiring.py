@@ -99,11 +99,8 @@ def make_generation_backend(cfg: TrainConfig, model_path: str, learner: Any) -> 
     """The ``backend:`` section's backend for ``model_path``; refuses one that cannot train."""
     from creditgym.agents.backends import make_backend
 
-    backend_kwargs = dict(cfg.backend.kwargs)
-    if cfg.backend.name == "hf":
-        backend_kwargs.setdefault("model", learner.model)
-        backend_kwargs.setdefault("tokenizer", learner.tokenizer)
-    backend = make_backend(cfg.backend.name, model_path, **backend_kwargs)
+    # Each backend takes from the learner what it needs (hf: its module and tokenizer).
+    backend = make_backend(cfg.backend.name, model_path, learner=learner, **cfg.backend.kwargs)
     if not getattr(backend, "supports_training", True):
         raise ValueError(
             f"backend {cfg.backend.name!r} cannot return sampled token ids, so it can only "

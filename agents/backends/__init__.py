@@ -73,10 +73,17 @@ def _resolve(name: str) -> Callable[..., Backend]:
     raise ImportError(f"{module_name} defines none of {list(candidates)} for backend {name!r}")
 
 
-def make_backend(name: str, model_path: str | None = None, **kwargs: Any) -> Backend:
+def make_backend(
+    name: str, model_path: str | None = None, *, learner: Any = None, **kwargs: Any
+) -> Backend:
     """Build the backend `name` ("hf", "vllm", "vllm-server", "openai") for a model folder.
 
-    ``kwargs`` go to the backend (e.g. ``model=learner.model`` to share the learner's module
-    with ``hf``).
+    ``learner`` (the in-process learner, when there is one) is passed to the factory as
+    ``learner=``: ``hf`` generates with its module, the engines load ``model_path`` themselves
+    and ignore it. A factory added with `register_backend` that is used for training accepts
+    ``learner`` too. ``kwargs`` go to the backend unchanged.
     """
-    return _resolve(name)(model_path, **kwargs)
+    factory = _resolve(name)
+    if learner is None:
+        return factory(model_path, **kwargs)
+    return factory(model_path, learner=learner, **kwargs)

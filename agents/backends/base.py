@@ -3,6 +3,13 @@
 Every backend (``hf``, ``vllm``, ``vllm-server``, ``openai``) takes already-tokenised prompts and
 returns, per prompt, the sampled token ids and the log-probability of each under the sampling
 policy. Trainers train on exactly these token ids (no decode/re-encode round trip).
+
+A backend is built as ``factory(model_path, learner=..., **kwargs)`` (see `make_backend`):
+``learner`` is the in-process learner or None. After every update the trainer calls
+``sync_weights(learner)`` and each backend takes from the learner what it needs: ``hf`` shares
+its module, the vLLM engine and server export the merged weights and reload them in place, an
+OpenAI-compatible endpoint reloads through ``/collective_rpc``. The trainer never asks which
+backend it holds.
 """
 
 from __future__ import annotations
@@ -67,8 +74,11 @@ class Backend(Protocol):
         self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig
     ) -> list[Generation]: ...
 
-    def sync_weights(self, model: Any) -> float:
-        """Load the learner's current weights; return the seconds it took."""
+    def sync_weights(self, learner: Any) -> float:
+        """Load the learner's current weights; return the seconds it took.
+
+        ``learner`` is the `Learner` (the built-in backends also take a torch module or, for the
+        engines, a folder of safetensors)."""
         ...
 
     def close(self) -> None: ...

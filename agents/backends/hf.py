@@ -7,8 +7,9 @@ shipped defaults (top-k, repetition penalty, ...) never change the distribution 
 trains. Each sampled token's log-probability is read from the processed scores of that step,
 i.e. under the distribution it was actually drawn from.
 
-The backend can share the learner's module (``model=learner.model``): then `sync_weights` costs
-nothing, since generation already runs on the updated weights (LoRA adapter included).
+The backend can share the learner's module (``learner=learner``, or ``model=learner.model``):
+then `sync_weights(learner)` costs nothing, since generation already runs on the updated weights
+(LoRA adapter included).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class HFBackend:
         self,
         model_path: str | None = None,
         *,
+        learner: Any = None,
         model: Any = None,
         tokenizer: Any = None,
         dtype: str = "float32",
@@ -39,9 +41,15 @@ class HFBackend:
     ):
         """Load ``model_path`` (a local HF folder), or use an already-loaded ``model``.
 
-        ``batch_size`` caps how many prompts go through one ``generate`` call (memory bound).
+        With ``learner`` (an in-process `Learner`) the backend generates with the learner's own
+        module and tokenizer unless ``model`` / ``tokenizer`` are given. ``batch_size`` caps how
+        many prompts go through one ``generate`` call (memory bound).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if learner is not None:
+            model = model if model is not None else learner.model
+            tokenizer = tokenizer if tokenizer is not None else learner.tokenizer
 
         if model is None and model_path is None:
             raise ValueError("HFBackend needs model_path or model")
@@ -158,9 +166,16 @@ class HFBackend:
                     return k + 1, "stop"
         return len(tokens), "length"
 
-    def sync_weights(self, model: Any) -> float:
-        """Generate with ``model`` from now on; free when it is the module already in use."""
+    def sync_weights(self, learner: Any) -> float:
+        """Generate with the learner's module (``learner.model``, or a module passed itself) from
+        now on; free when it is the module already in use."""
         t0 = time.perf_counter()
+        model = learner if isinstance(learner, torch.nn.Module) else getattr(learner, "model", None)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"hf sync_weights needs a learner (with .model) or a torch module, got "
+                f"{type(learner).__name__}"
+            )
         if model is not self.model:
             self.model = model
         return time.perf_counter() - t0

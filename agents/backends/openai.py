@@ -66,6 +66,7 @@ class OpenAIBackend:
         model_name: str | None = None,
         api_key: str | None = None,
         tokenizer: Any = None,
+        learner: Any = None,
         timeout: float = 600.0,
         max_concurrency: int = 32,
         retries: int = 2,
@@ -79,11 +80,14 @@ class OpenAIBackend:
             model_name: the served model name; default: the first one ``GET /models`` lists.
             api_key: sent as a bearer token (default ``$OPENAI_API_KEY``; none if unset).
             tokenizer: an already-loaded tokenizer (instead of loading one from model_path).
+            learner: unused (the server holds its own weights; `sync_weights` exports the
+                learner's and has the server reload them).
             timeout: seconds one HTTP request may take.
             max_concurrency: how many requests are in flight at once.
             retries: extra attempts for a request that failed to connect or got a 5xx.
             probe: detect token mode now; False assumes text mode without asking the server.
         """
+        del learner
         base_url = base_url or os.environ.get(BASE_URL_ENV)
         if not base_url:
             raise ValueError(
@@ -281,8 +285,8 @@ class OpenAIBackend:
 
     # ----------------------------------------------------------- weight sync
 
-    def sync_weights(self, model: Any) -> float:
-        """Reload the server's weights from ``model`` (a folder, a learner or a module).
+    def sync_weights(self, learner: Any) -> float:
+        """Reload the server's weights from ``learner`` (the learner, a module or a folder).
 
         Raises when the endpoint is evaluation-only (text mode) or has no ``/collective_rpc``.
         """
@@ -294,7 +298,7 @@ class OpenAIBackend:
         t0 = time.perf_counter()
         if self._sync_dir is None:
             self._sync_dir = Path(tempfile.mkdtemp(prefix="creditgym-sync-"))
-        folder = export_weights(model, self._sync_dir, with_lm_head=self._with_lm_head)
+        folder = export_weights(learner, self._sync_dir, with_lm_head=self._with_lm_head)
         t1 = time.perf_counter()
         try:
             self._request(

@@ -126,13 +126,14 @@ class VLLMBackend:
         enforce_eager: bool = True,
         seed: int = 0,
         tokenizer: Any = None,
+        learner: Any = None,
         **engine_kwargs: Any,
     ):
         """Start the engine on ``model_path`` (a local HF folder; vLLM cannot read a GGUF).
 
         ``engine_kwargs`` go to ``vllm.LLM`` unchanged (e.g. ``enable_prefix_caching=False``).
-        ``tokenizer`` is accepted for symmetry with ``hf`` and unused: the engine loads the
-        folder's own tokenizer, and prompts arrive as token ids anyway.
+        ``tokenizer`` and ``learner`` are accepted for symmetry with ``hf`` and unused: the
+        engine loads the folder's own weights and tokenizer, and prompts arrive as token ids.
         """
         if model_path is None:
             raise ValueError("backend 'vllm' needs model_path (a local Hugging Face folder)")
@@ -143,7 +144,7 @@ class VLLMBackend:
             os.environ.setdefault(key, value)
         from vllm import LLM
 
-        del tokenizer
+        del tokenizer, learner
         t0 = time.perf_counter()
         self._sync = _SyncFolder()
         served = untie_model_folder(str(model_path), self._sync.path)
@@ -226,15 +227,15 @@ class VLLMBackend:
         }
         return out
 
-    def sync_weights(self, model: Any) -> float:
-        """Reload the engine's weights from ``model`` (folder, learner or module); seconds taken.
+    def sync_weights(self, learner: Any) -> float:
+        """Reload the engine's weights from ``learner`` (learner, module or folder); seconds taken.
 
         ``last_sync`` splits the time into ``export`` (writing safetensors) and ``reload``.
         """
         if self.llm is None or self._sync is None:
             raise RuntimeError("this vllm backend is closed")
         t0 = time.perf_counter()
-        folder = export_weights(model, self._sync.path, with_lm_head=self._with_lm_head)
+        folder = export_weights(learner, self._sync.path, with_lm_head=self._with_lm_head)
         t1 = time.perf_counter()
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
         self.llm.reset_prefix_cache()
@@ -277,6 +278,56 @@ def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
         proc.wait(timeout=timeout)
 
 
+def _server_command(
+    served: str,
+    *,
+    host: str,
+    port: int,
+    dtype: str,
+    max_model_len: int,
+    kv_cache_gb: float,
+    seed: int,
+    enforce_eager: bool,
+    extra_args: Sequence[str],
+) -> list[str]:
+    """The command line of vLLM's OpenAI-compatible server for the folder ``served``."""
+    return [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        served,
+        "--served-model-name",
+        SERVED_NAME,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--dtype",
+        dtype,
+        "--max-model-len",
+        str(max_model_len),
+        "--gpu-memory-utilization",
+        "0.5",
+        "--kv-cache-memory-bytes",
+        str(int(kv_cache_gb * 2**30)),
+        "--seed",
+        str(seed),
+        "--logprobs-mode",
+        "processed_logprobs",
+        "--disable-uvicorn-access-log",
+        *(["--enforce-eager"] if enforce_eager else []),
+        *extra_args,
+    ]
+
+
+def _temp_log() -> Path:
+    """A fresh temporary file for the server's output."""
+    fd, name = tempfile.mkstemp(prefix="creditgym-vllm-server-", suffix=".log")
+    os.close(fd)
+    return Path(name)
+
+
 class VLLMServerBackend(OpenAIBackend):
     """Launches vLLM's OpenAI-compatible server on ``model_path`` and samples through it.
 
@@ -306,7 +357,8 @@ class VLLMServerBackend(OpenAIBackend):
 
         ``log_file`` receives the server's output (default: a temporary file, whose tail is
         shown if start-up fails). ``extra_args`` are appended to the server's command line;
-        ``client_kwargs`` go to `OpenAIBackend` (timeout, max_concurrency, retries).
+        ``client_kwargs`` go to `OpenAIBackend` (timeout, max_concurrency, retries; ``learner``
+        is accepted and unused: the server loads ``model_path`` and syncs by export).
         """
         if model_path is None:
             raise ValueError("backend 'vllm-server' needs model_path (a local HF folder)")
@@ -316,40 +368,19 @@ class VLLMServerBackend(OpenAIBackend):
         port = port or _free_port(host)
         served_dir = _SyncFolder()
         served = untie_model_folder(str(model_path), served_dir.path)
-        cmd = [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
+        cmd = _server_command(
             served,
-            "--served-model-name",
-            SERVED_NAME,
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--dtype",
-            dtype,
-            "--max-model-len",
-            str(max_model_len),
-            "--gpu-memory-utilization",
-            "0.5",
-            "--kv-cache-memory-bytes",
-            str(int(kv_cache_gb * 2**30)),
-            "--seed",
-            str(seed),
-            "--logprobs-mode",
-            "processed_logprobs",
-            "--disable-uvicorn-access-log",
-            *(["--enforce-eager"] if enforce_eager else []),
-            *extra_args,
-        ]
+            host=host,
+            port=port,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            kv_cache_gb=kv_cache_gb,
+            seed=seed,
+            enforce_eager=enforce_eager,
+            extra_args=extra_args,
+        )
         self._own_log = log_file is None
-        if log_file is None:
-            fd, name = tempfile.mkstemp(prefix="creditgym-vllm-server-", suffix=".log")
-            os.close(fd)
-            log_file = name
-        self.log_path = Path(log_file)
+        self.log_path = Path(log_file) if log_file is not None else _temp_log()
         env = vllm_env({"VLLM_SERVER_DEV_MODE": "1"})
         t0 = time.perf_counter()
         with open(self.log_path, "wb") as log:

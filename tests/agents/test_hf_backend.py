@@ -110,6 +110,27 @@ def test_sync_weights_shares_the_module(backend: HFBackend) -> None:
     assert hf.generate(prompts, greedy)[0].token_ids != before
 
 
+def test_a_backend_built_with_the_learner_shares_its_module_and_syncs_from_it(
+    backend: HFBackend,
+) -> None:
+    from creditgym.trainers.learner import Learner, LearnerConfig
+
+    learner = Learner(LearnerConfig(), tiny_model())
+    hf = make_backend("hf", tiny_model(), learner=learner)
+    assert hf.model is learner.model and hf.tokenizer is learner.tokenizer
+    prompts = _prompts(backend)[:1]
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=5)
+    before = hf.generate(prompts, greedy)[0].token_ids
+    with torch.no_grad():
+        for p in learner.model.parameters():
+            p.add_(torch.randn_like(p) * 0.5, alpha=1.0)
+    assert hf.sync_weights(learner) < 0.1
+    assert hf.model is learner.model
+    assert hf.generate(prompts, greedy)[0].token_ids != before
+    with pytest.raises(TypeError, match="needs a learner"):
+        hf.sync_weights("not/a/learner")
+
+
 def test_bad_input_is_a_clear_error(backend: HFBackend) -> None:
     with pytest.raises(ValueError, match="at least one token"):
         backend.generate([[]], SamplingConfig())

@@ -159,7 +159,7 @@ def test_rollout_update_and_sync_move_the_engine_to_the_new_policy(engine, model
 
     signs = np.where(np.arange(len(steps)) % 2 == 0, 1.0, -1.0)
     learner.update(groups, Advantages(values=signs))
-    seconds = engine.sync_weights(learner.model)
+    seconds = engine.sync_weights(learner)  # what the trainer passes
     assert seconds > 0 and set(engine.last_sync) == {"export", "reload", "total"}
 
     after = engine.generate(probe, SamplingConfig(temperature=1.0, max_new_tokens=16, seed=5))[0]

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from creditgym import credit
 from creditgym.trainers.config import load_config
+from creditgym.trainers.dump import load_dump, read_rows
 from creditgym.trainers.logger import read_metrics
 from creditgym.trainers.train import RunFolder, Trainer, group_seeds, load_run_config, train
 
@@ -63,15 +65,25 @@ def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
         assert phases + r["time/bookkeeping"] == pytest.approx(r["time/iteration"], rel=1e-6)
         assert 0.0 <= r["time/overhead_frac"] <= 1.0
 
-    # Every step of every iteration is dumped with its advantage, in advantage order.
+    # Every step of every iteration is dumped (schema 2) with its advantage, in advantage order,
+    # and the credit module recomputed from the dump gives the dumped advantages.
+    module = credit.make(cfg.credit.name, **cfg.credit.options)
     for k in (1, 2):
-        rows = [json.loads(line) for line in run.trajectories(k).read_text().splitlines()]
+        rows = read_rows(run.trajectories(k))
         assert len(rows) == records[k]["rollout/steps"] == records[k]["credit/num_steps"]
         assert all(isinstance(row["advantage"], float) for row in rows)
-        assert {"observation", "action", "reward", "state_key", "next_state_key"} <= set(rows[0])
+        assert {r["schema_version"] for r in rows} == {2}
+        assert {r["policy_version"] for r in rows} == {k}
+        for r in rows:
+            assert (
+                len(r["response_token_ids"]) == len(r["sampler_logprobs"]) == r["response_tokens"]
+            )
+            assert len(r["entropies"]) == r["response_tokens"] > 0
         assert [(r["group"], r["trajectory"], r["step"]) for r in rows] == sorted(
             (r["group"], r["trajectory"], r["step"]) for r in rows
         )
+        again = module(load_dump(run.trajectories(k)))
+        assert again.values.tolist() == [r["advantage"] for r in rows]
     report = json.loads(run.eval_report(2).read_text())
     assert report["episodes"] == 2 and "success/small" in report and len(report["per_task"]) == 2
     assert (run.path / "learning_curve.png").stat().st_size > 1000
