@@ -23,6 +23,7 @@ next reset reconnects. ``token`` (or ``CREDITGYM_OPENENV_TOKEN``) is sent as a b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
@@ -170,6 +171,7 @@ class OpenEnvEnv(TextEnv):
                         open_timeout=self._timeout,
                         max_size=None,
                         proxy=None,
+                        legacy=True,  # a long-lived connection, closed by `close`
                     )
                 payload = self._request({"type": "reset", "data": data})
                 break
@@ -259,7 +261,9 @@ class OpenEnvEnv(TextEnv):
 
     def _request(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self._ws is not None
-        self._ws.send(json.dumps(message))
+        # A refused session (e.g. at capacity) sends an error frame, then closes: read that frame.
+        with contextlib.suppress(ConnectionClosed):
+            self._ws.send(json.dumps(message))
         reply = json.loads(self._ws.recv(timeout=self._timeout))
         if reply.get("type") == "error":
             data = reply.get("data") or {}
