@@ -57,6 +57,15 @@ Schema version 2 (``schema_version: 2``; every row carries every field, ``null``
     advantage_mask        bool|null  `Advantages.mask` of the step (null: the module set none)
     advantage_weight      float|null `Advantages.weight` of the step (null: none)
 
+Optional fields (schema 2; present only where the writer knows them, readers take a missing
+one as null)::
+
+    reference_advantage   float|null an exact advantage of the step's (state, action), where
+                                     known: ``benchmark_credit.py --dump-iterations`` writes the
+                                     exact A^pi of the tabular policy that sampled the batch
+                                     (null off the env's model)
+    reference_kind        str|null   what ``reference_advantage`` is (e.g. "exact A^π (γ = 0.95)")
+
 Schema version 1 is the unversioned format written before ``schema_version`` existed (no token
 arrays, values, spans or extras; ``valid`` instead of ``action_valid``). `read_rows` still reads
 it (renaming ``valid``); `load_dump` refuses it, since credit cannot be recomputed from it.
@@ -77,6 +86,7 @@ from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
 __all__ = [
     "SCHEMA_VERSION",
     "DumpSchemaError",
+    "add_reference",
     "load_dump",
     "read_rows",
     "token_advantages",
@@ -242,6 +252,22 @@ def trajectory_rows(
                 row.update(_step_row(step, pos, advantages))
                 rows.append(row)
                 pos += 1
+    return rows
+
+
+def add_reference(
+    rows: list[dict[str, Any]], reference: Sequence[float] | np.ndarray | None, kind: str
+) -> list[dict[str, Any]]:
+    """Set the optional ``reference_advantage`` / ``reference_kind`` fields of ``rows`` in place.
+
+    ``reference`` holds one value per row (NaN or None: unknown, written as null).
+    """
+    if reference is not None and len(reference) != len(rows):
+        raise ValueError(f"reference has {len(reference)} values for {len(rows)} rows")
+    for i, row in enumerate(rows):
+        v = None if reference is None or reference[i] is None else float(reference[i])
+        row["reference_advantage"] = v if v is not None and np.isfinite(v) else None
+        row["reference_kind"] = None if reference is None else kind
     return rows
 
 
