@@ -1,0 +1,218 @@
+"""creditgym envs as TRL environments: ``GRPOTrainer(environment_factory=trl_environment(...))``.
+
+TRL's contract (``trl.GRPOTrainer``, ``environment_factory``): a no-argument constructor, a
+``reset(**row) -> str`` whose text is appended to the prompt, public methods that become the
+model's tools (typed, with Google-style docstrings, as ``transformers.utils.get_json_schema``
+reads them) and ``get_reward()`` for the finished rollout. `trl_environment(env_id, **kwargs)`
+returns such a class; each family gets its natural tools:
+
+- Search: ``search(query)`` and ``answer(text)``; WebShop: ``search(query)`` and ``click(button)``;
+- ALFWorld and KeyRooms: one tool per command verb of their action templates (``go_to(target)``,
+  ``take(target)``, ..., ``look()``), so ``take("apple 1 from countertop 1")`` sends
+  ``take apple 1 from countertop 1``;
+- ToolUse: ``call_tool(name, arguments)`` (its tools by name, listed in the reset text) and
+  ``answer(text)``;
+- any other env: one ``act(action)`` tool whose reply lists the admissible actions. TRL advises
+  against one generic step tool (the model learns less from one opaque tool than from typed
+  ones), so this is the fallback only.
+
+Each tool returns the env's next observation. Once the episode has ended, tools answer that it
+has and change nothing; ``get_reward()`` is the episode's total env reward. ``reset`` reads
+``seed``, ``task_id`` and ``split`` from the dataset row and ignores its other fields.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from creditgym import envs
+from creditgym.envs.base import TextEnv
+
+__all__ = ["CreditgymToolEnv", "VERB_TEMPLATES", "trl_environment"]
+
+#: Command templates of the envs with a verb grammar: (verb, example command).
+VERB_TEMPLATES: dict[str, tuple[tuple[str, str], ...]] = {
+    "keyrooms": (
+        ("go to", "go to kitchen"),
+        ("take", "take lamp from chest"),
+        ("open", "open red door with red key"),
+        ("put", "put red gem in chest"),
+        ("drop", "drop lamp"),
+        ("examine", "examine table"),
+        ("look", "look"),
+        ("inventory", "inventory"),
+    ),
+    "alfworld": (
+        ("go to", "go to countertop 1"),
+        ("take", "take apple 1 from countertop 1"),
+        ("move", "move apple 1 to fridge 1"),
+        ("open", "open fridge 1"),
+        ("close", "close fridge 1"),
+        ("use", "use desklamp 1"),
+        ("clean", "clean apple 1 with sinkbasin 1"),
+        ("heat", "heat apple 1 with microwave 1"),
+        ("cool", "cool apple 1 with fridge 1"),
+        ("slice", "slice apple 1 with knife 1"),
+        ("examine", "examine apple 1"),
+        ("look", "look"),
+        ("inventory", "inventory"),
+    ),
+}
+
+
+class CreditgymToolEnv:
+    """Base of the classes `trl_environment` makes: one creditgym env played through tools."""
+
+    env_id: str = ""
+    env_kwargs: dict[str, Any] = {}
+
+    def __init__(self) -> None:
+        self._env: TextEnv | None = None
+        self._split: str | None = None
+        self.reward = 0.0
+        self.done = False
+        self.info: dict[str, Any] = {}
+
+    def reset(self, **kwargs: Any) -> str:
+        split = kwargs.get("split") or self.env_kwargs.get("split", "train")
+        if self._env is None or split != self._split:
+            if self._env is not None:
+                self._env.close()
+            rest = {k: v for k, v in self.env_kwargs.items() if k != "split"}
+            self._env, self._split = envs.make(self.env_id, split=split, **rest), split
+        task_id = kwargs.get("task_id")
+        options = None if task_id is None else {"task_id": int(task_id)}
+        obs, self.info = self._env.reset(seed=kwargs.get("seed"), options=options)
+        self.reward, self.done = 0.0, False
+        return self._reply(obs)
+
+    def get_reward(self) -> float:
+        return self.reward
+
+    def _act(self, action: str) -> str:
+        if self._env is None:
+            raise RuntimeError("reset the environment before calling a tool")
+        if self.done:
+            return "The episode has ended; this call changed nothing."
+        obs, reward, terminated, truncated, self.info = self._env.step(action)
+        self.reward += reward
+        self.done = terminated or truncated
+        if self.done:
+            obs += f"\nThe episode has ended (won: {bool(self.info.get('won'))})."
+        return self._reply(obs)
+
+    def _reply(self, obs: str) -> str:
+        return obs
+
+
+def _search(self, query: str) -> str:
+    """Search for documents (Search) or products (WebShop).
+
+    Args:
+        query: The search query, e.g. "capital of France" or "gluten free snack bar".
+    """
+    if self._env.family == "webshop":
+        return self._act(f"search[{query}]")
+    return self._act(f"<search>{query}</search>")
+
+
+def _answer(self, text: str) -> str:
+    """Give the final answer; this ends the episode.
+
+    Args:
+        text: The answer, as short as possible, e.g. "Paris".
+    """
+    return self._act(f"<answer>{text}</answer>")
+
+
+def _click(self, button: str) -> str:
+    """Click a button or link on the current shop page.
+
+    Args:
+        button: The button's text as the page shows it, e.g. "Buy Now", "< Prev" or a product id.
+    """
+    return self._act(f"click[{button}]")
+
+
+def _call_tool(self, name: str, arguments: str) -> str:
+    """Call one of the task's tools (listed when the episode starts).
+
+    Args:
+        name: The tool's name, e.g. "calculator".
+        arguments: The tool's arguments as a JSON object, e.g. '{"expression": "2 + 3"}'.
+    """
+    try:
+        parsed = json.loads(arguments) if arguments.strip() else {}
+    except json.JSONDecodeError:
+        parsed = arguments  # the env answers with its own error message
+    call = json.dumps({"name": name, "arguments": parsed})
+    return self._act(f"<tool_call>{call}</tool_call>")
+
+
+def _act_tool(self, action: str) -> str:
+    """Send one action to the environment; the reply lists the actions it accepts next.
+
+    Args:
+        action: The action text, one of the admissible actions listed in the last reply.
+    """
+    return self._act(action)
+
+
+def _with_admissible(self, obs: str) -> str:
+    admissible = self.info.get("admissible_actions")
+    if admissible and not self.done:
+        obs += "\nAdmissible actions: " + ", ".join(admissible)
+    return obs
+
+
+for _tool, _name in (
+    (_search, "search"),
+    (_answer, "answer"),
+    (_click, "click"),
+    (_call_tool, "call_tool"),
+    (_act_tool, "act"),
+):
+    _tool.__name__ = _tool.__qualname__ = _name  # TRL names a tool by its function's name
+
+
+def _verb_tool(verb: str, example: str) -> Any:
+    name = verb.replace(" ", "_")
+    if verb == example:
+
+        def tool(self) -> str:
+            return self._act(verb)
+
+        tool.__doc__ = f'Run the command "{verb}".'
+    else:
+        rest = example[len(verb) + 1 :]
+
+        def tool(self, target: str) -> str:
+            return self._act(f"{verb} {target.strip()}")
+
+        tool.__doc__ = (
+            f'Run the command "{verb} <target>", e.g. "{example}".\n\n'
+            f'Args:\n    target: What follows "{verb}" in the command, e.g. "{rest}".'
+        )
+    tool.__name__ = tool.__qualname__ = name
+    return tool
+
+
+def trl_environment(env_id: str, **env_kwargs: Any) -> type[CreditgymToolEnv]:
+    """A TRL environment class (no-argument constructor) for `env_id` made with `env_kwargs`."""
+    probe = envs.make(env_id, **env_kwargs)
+    family, syntax = probe.family, getattr(probe, "action_syntax", "action")
+    probe.close()
+    members: dict[str, Any] = {"env_id": env_id, "env_kwargs": dict(env_kwargs)}
+    if family in VERB_TEMPLATES:
+        members.update({t.__name__: t for t in (_verb_tool(*v) for v in VERB_TEMPLATES[family])})
+    elif family == "webshop":
+        members.update(search=_search, click=_click)
+    elif syntax == "search" or family == "search":
+        members.update(search=_search, answer=_answer)
+    elif syntax == "tool" or family == "tooluse":
+        members.update(call_tool=_call_tool, answer=_answer)
+    else:
+        members.update(act=_act_tool, _reply=_with_admissible)
+    name = "".join(c for c in env_id.split("/")[-1].split("-")[0] if c.isalnum()) + "ToolEnv"
+    return type(name, (CreditgymToolEnv,), members)
