@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from creditgym.trainers.logger import read_metrics
 
@@ -36,42 +37,41 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise ValueError(f"{run_dir} has no metrics to plot")
     out = Path(out) if out else run_dir / "learning_curve.png"
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    ax = axes[0][0]
-    for key, label, style in (
-        ("rollout/success", "train rollouts", "-o"),
-        ("eval/success", "eval panel", "-s"),
-    ):
+    success = (("rollout/success", "train rollouts", "-o"), ("eval/success", "eval panel", "-s"))
+    _plot_lines(axes[0][0], records, success, "success rate")
+    axes[0][0].set_ylim(-0.05, 1.05)
+    rollouts = (
+        ("rollout/mean_return", "mean return", "-o"),
+        ("rollout/invalid_rate", "invalid rate", "-o"),
+    )
+    _plot_lines(axes[0][1], records, rollouts, "rollouts")
+    learner = [
+        (k, k.split("/", 1)[1], "-o")
+        for k in ("train/loss", "train/pg_loss", "train/kl", "train/entropy")
+    ]
+    _plot_lines(axes[1][0], records, learner, "learner")
+    _plot_phases(axes[1][1], records)
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _plot_lines(ax: Any, records: list[dict], series: Any, title: str) -> None:
+    """One line per (metric key, label, style) that has values, against the iteration."""
+    for key, label, style in series:
         xs, ys = _series(records, key)
         if xs:
             ax.plot(xs, ys, style, label=label, markersize=3)
-    ax.set_title("success rate")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("iteration")
-    ax.legend(loc="best")
-
-    ax = axes[0][1]
-    for key, label in (
-        ("rollout/mean_return", "mean return"),
-        ("rollout/invalid_rate", "invalid rate"),
-    ):
-        xs, ys = _series(records, key)
-        if xs:
-            ax.plot(xs, ys, "-o", label=label, markersize=3)
-    ax.set_title("rollouts")
-    ax.set_xlabel("iteration")
-    ax.legend(loc="best")
-
-    ax = axes[1][0]
-    for key in ("train/loss", "train/pg_loss", "train/kl", "train/entropy"):
-        xs, ys = _series(records, key)
-        if xs:
-            ax.plot(xs, ys, "-o", label=key.split("/", 1)[1], markersize=3)
-    ax.set_title("learner")
+    ax.set_title(title)
     ax.set_xlabel("iteration")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best")
 
-    ax = axes[1][1]
+
+def _plot_phases(ax: Any, records: list[dict]) -> None:
+    """Stacked bars of each iteration's phase seconds."""
     phases = ("generate", "env", "credit", "prepare", "update", "sync", "bookkeeping")
     iters = [r for r in records if "time/iteration" in r]
     if iters:
@@ -84,11 +84,6 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.legend(loc="best", fontsize=7)
     ax.set_title("seconds per iteration")
     ax.set_xlabel("iteration")
-    fig.suptitle(run_dir.name)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
 
 
 def _eval_reports(run_dir: Path) -> list[dict]:

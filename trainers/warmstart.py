@@ -112,73 +112,55 @@ def warm_start(
     config: TrainConfig,
     out: str | Path,
     *,
-    episodes: int = 64,
-    epochs: int = 2,
-    lr: float = 2e-4,
-    mini_batches: int = 8,
-    eval_episodes: int = 16,
+    episodes: int | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    mini_batches: int | None = None,
+    eval_episodes: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Clone the expert of ``config.env`` into ``config.model``; write ``<out>/model`` and a report.
 
+    Each option left at None is taken from ``config.warmstart`` (its defaults are the only ones).
     Demonstrations come from the train split; the held-out step accuracy (greedy response equals
     the expert's, token by token) is measured on `eval_episodes` expert episodes of the eval split
     before and after training.
     """
     from creditgym.agents.models import resolve_model
-    from creditgym.trainers.learner import Learner
 
-    if episodes < 1 or epochs < 1:
+    given = dict(
+        episodes=episodes,
+        epochs=epochs,
+        lr=lr,
+        mini_batches=mini_batches,
+        eval_episodes=eval_episodes,
+    )
+    ws = config.warmstart.model_copy(update={k: v for k, v in given.items() if v is not None})
+    if ws.episodes < 1 or ws.epochs < 1:
         raise ValueError("episodes and epochs must be >= 1")
     out = Path(out)
     if (out / "model" / "config.json").exists():
         raise FileExistsError(f"{out}/model already exists; choose another --out")
     t_start = time.perf_counter()
     model_path = resolve_model(config.model.name)
-    options = dict(config.learner)
-    options.update(
-        lr=lr, kl_coef=0.0, temperature=1.0, context=config.agent.context, seed=config.seed
-    )
-    learner = Learner(learner_config(options), model_path)
-    llm, _ = make_agent(config.agent, None, learner.tokenizer)
-    agent = DemonstrationAgent(llm)
-    kwargs = config.env.kwargs
-    batch = 16
-    train_pool = EnvPool(config.env.id, batch, split=config.env.train_split, env_kwargs=kwargs)
-    demos, demo_stats = demonstrations(train_pool, agent, episodes, config.seed, batch)
-    held_out: list[TrajectoryGroup] = []
-    if eval_episodes > 0:
-        eval_pool = EnvPool(config.env.id, batch, split=config.env.eval_split, env_kwargs=kwargs)
-        n_eval = min(eval_episodes, len(eval_pool.panel))
-        held_out, _ = demonstrations(eval_pool, agent, n_eval, config.seed + 1, batch)
-
+    learner, agent = _learner_and_agent(config, model_path, ws.lr)
+    demos, demo_stats, held_out = _demonstration_sets(config, agent, ws)
     report: dict[str, Any] = {
         "source_model": model_path,
         "env": config.env.id,
-        "env_kwargs": dict(kwargs),
+        "env_kwargs": dict(config.env.kwargs),
         "train_split": config.env.train_split,
         "eval_split": config.env.eval_split,
         "demonstrations": demo_stats,
-        "epochs": epochs,
-        "lr": lr,
-        "mini_batches": mini_batches,
+        "epochs": ws.epochs,
+        "lr": ws.lr,
+        "mini_batches": ws.mini_batches,
         "finetune": learner.config.finetune,
         "history": [],
     }
     if held_out:
         report["held_out_greedy_match_before"] = learner.greedy_match(held_out)
-    bar = _bar(progress, epochs)
-    for epoch in range(1, epochs + 1):
-        m = learner.supervised_update(demos, mini_batches=mini_batches, seed=config.seed)
-        m["epoch"] = epoch
-        report["history"].append(m)
-        if bar is not None:
-            bar.set_postfix(nll=f"{m['sft/nll']:.3f}")
-            bar.update(1)
-        else:
-            print(f"epoch {epoch}/{epochs}: nll {m['sft/nll']:.3f} ({m['sft/update_s']:.0f} s)")
-    if bar is not None:
-        bar.close()
+    report["history"] = _clone(learner, demos, ws.epochs, ws.mini_batches, config.seed, progress)
     report["train_greedy_match"] = learner.greedy_match(demos)
     if held_out:
         report["held_out_greedy_match_after"] = learner.greedy_match(held_out)
@@ -186,6 +168,60 @@ def warm_start(
     report["seconds"] = time.perf_counter() - t_start
     (out / "warmstart.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _learner_and_agent(config: TrainConfig, model_path: str, lr: float) -> tuple[Any, Any]:
+    """The learner to clone into (no KL, temperature 1) and the agent that records demos."""
+    from creditgym.trainers.learner import Learner
+
+    options = dict(config.learner)
+    options.update(
+        lr=lr, kl_coef=0.0, temperature=1.0, context=config.agent.context, seed=config.seed
+    )
+    learner = Learner(learner_config(options), model_path)
+    llm, _ = make_agent(config.agent, None, learner.tokenizer)
+    return learner, DemonstrationAgent(llm)
+
+
+def _demonstration_sets(
+    config: TrainConfig, agent: DemonstrationAgent, ws: Any
+) -> tuple[list[TrajectoryGroup], dict[str, float], list[TrajectoryGroup]]:
+    """Expert episodes of the train split, their stats, and the held-out ones (eval split)."""
+    kwargs = config.env.kwargs
+    batch = 16
+    train_pool = EnvPool(config.env.id, batch, split=config.env.train_split, env_kwargs=kwargs)
+    demos, demo_stats = demonstrations(train_pool, agent, ws.episodes, config.seed, batch)
+    held_out: list[TrajectoryGroup] = []
+    if ws.eval_episodes > 0:
+        eval_pool = EnvPool(config.env.id, batch, split=config.env.eval_split, env_kwargs=kwargs)
+        n_eval = min(ws.eval_episodes, len(eval_pool.panel))
+        held_out, _ = demonstrations(eval_pool, agent, n_eval, config.seed + 1, batch)
+    return demos, demo_stats, held_out
+
+
+def _clone(
+    learner: Any,
+    demos: list[TrajectoryGroup],
+    epochs: int,
+    mini_batches: int,
+    seed: int,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """``epochs`` supervised passes over ``demos``; the metrics of each."""
+    history = []
+    bar = _bar(progress, epochs)
+    for epoch in range(1, epochs + 1):
+        m = learner.supervised_update(demos, mini_batches=mini_batches, seed=seed)
+        m["epoch"] = epoch
+        history.append(m)
+        if bar is not None:
+            bar.set_postfix(nll=f"{m['sft/nll']:.3f}")
+            bar.update(1)
+        else:
+            print(f"epoch {epoch}/{epochs}: nll {m['sft/nll']:.3f} ({m['sft/update_s']:.0f} s)")
+    if bar is not None:
+        bar.close()
+    return history
 
 
 def warm_start_once(config: TrainConfig, out: str | Path) -> str:
@@ -199,18 +235,8 @@ def warm_start_once(config: TrainConfig, out: str | Path) -> str:
     if report.exists() and (model / "config.json").exists():
         return str(model.resolve())
     shutil.rmtree(out, ignore_errors=True)  # a warm start killed half-way: start it again
-    ws = config.warmstart
-    print(f"warm start: behaviour cloning {ws.episodes} expert episodes", flush=True)
-    result = warm_start(
-        config,
-        out,
-        episodes=ws.episodes,
-        epochs=ws.epochs,
-        lr=ws.lr,
-        mini_batches=ws.mini_batches,
-        eval_episodes=ws.eval_episodes,
-        progress=config.logging.progress,
-    )
+    print(f"warm start: behaviour cloning {config.warmstart.episodes} expert episodes", flush=True)
+    result = warm_start(config, out, progress=config.logging.progress)
     before = result.get("held_out_greedy_match_before")
     after = result.get("held_out_greedy_match_after")
     if before is not None:

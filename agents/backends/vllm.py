@@ -368,26 +368,12 @@ class VLLMServerBackend(OpenAIBackend):
         port = port or _free_port(host)
         served_dir = _SyncFolder()
         served = untie_model_folder(str(model_path), served_dir.path)
-        cmd = _server_command(
-            served,
-            host=host,
-            port=port,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            kv_cache_gb=kv_cache_gb,
-            seed=seed,
-            enforce_eager=enforce_eager,
-            extra_args=extra_args,
-        )
+        options = dict(dtype=dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb)
+        options.update(seed=seed, enforce_eager=enforce_eager, extra_args=extra_args)
         self._own_log = log_file is None
         self.log_path = Path(log_file) if log_file is not None else _temp_log()
-        env = vllm_env({"VLLM_SERVER_DEV_MODE": "1"})
         t0 = time.perf_counter()
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        self._reaper = weakref.finalize(self, _stop_process, self.process)
+        self._launch(_server_command(served, host=host, port=port, **options))
         base_url = f"http://{host}:{port}/v1"
         try:
             self._wait_ready(f"http://{host}:{port}/health", startup_timeout)
@@ -412,6 +398,15 @@ class VLLMServerBackend(OpenAIBackend):
             raise RuntimeError(
                 f"the vLLM server at {base_url} did not return token ids; see {self.log_path}"
             )
+
+    def _launch(self, cmd: list[str]) -> None:
+        """Start the server process in its own session, its output going to ``log_path``."""
+        env = vllm_env({"VLLM_SERVER_DEV_MODE": "1"})
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self._reaper = weakref.finalize(self, _stop_process, self.process)
 
     def _wait_ready(self, health_url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
