@@ -309,7 +309,8 @@
         gEdges.append(arrow(from, tip, col, faded));
       }
       const chosen = stepEdge !== null && stepEdge === e.id;
-      if ((labelEdges && e.count > 1 && !faded) || chosen) {
+      const loop = e.source === e.target;
+      if ((labelEdges && e.count > 1 && !faded && !loop) || chosen) {
         const mid = p[Math.floor(p.length / 2)];
         const lab = sv("text", { x: mid[0], y: mid[1] - 4, class: "elabel" + (chosen ? " chosen" : "") });
         lab.textContent = chosen ? `${truncate(str(e.action), 28)}${e.count > 1 ? " ×" + e.count : ""}` : "×" + e.count;
@@ -389,7 +390,7 @@
     const wrap = document.getElementById("graph-wrap");
     const W = wrap.clientWidth || 800, H = wrap.clientHeight || 400, pad = 20;
     const gw = G.width + 2 * pad, gh = G.height + 2 * pad;
-    const scale = Math.min(W / gw, H / gh);
+    const scale = Math.min(W / gw, H / gh, 1.25);  // small graphs are not blown up
     if (readable && scale < 0.5) {
       // Too wide to read whole: start at the left (the start state) at a readable zoom.
       const w = W / 0.5, h = H / 0.5;
@@ -463,19 +464,18 @@
     add("reward", String(S.reward[i]));
     add("state", str(S.state[i]));
     body.append(info);
-    body.append(el("h3", { text: "Observation" }), el("pre", { cls: "obs-full", text: str(S.obs[i]) }));
-    if (S.text[i] >= 0 && str(S.text[i]) && str(S.text[i]) !== str(S.action[i])) body.append(el("h3", { text: "Model output" }), el("pre", { text: str(S.text[i]) }));
-    const adv = el("table", { cls: "advs" });
+    const adv = el("div", { cls: "advs" });
     for (const c of allColumns()) {
       const v = c.values[i];
-      const td = el("td", { text: fmt(v, 3) });
-      paint(td, v, c.limit);
-      adv.append(el("tr", null, el("td", { text: c.label }), td));
+      const chip = el("span", { cls: "adv-chip", title: c.note || c.label }, el("span", { cls: "k", text: c.label.replace(" (trained)", "") }), el("span", { cls: "v", text: fmt(v, 3) }));
+      paint(chip.lastChild, v, c.limit);
+      adv.append(chip);
     }
-    for (const m of D.methods) if (!m.available) adv.append(el("tr", null, el("td", { text: m.name }), el("td", { cls: "na", text: "unavailable", title: m.reason })));
     body.append(el("h3", { text: "Advantages" }), adv);
     const tok = D.tokens[String(i)];
     if (tok) body.append(tokenStrip(i, tok));
+    body.append(el("h3", { text: "Observation" }), el("pre", { cls: "obs-full", text: str(S.obs[i]) }));
+    if (S.text[i] >= 0 && str(S.text[i]) && str(S.text[i]) !== str(S.action[i])) body.append(el("h3", { text: "Model output" }), el("pre", { text: str(S.text[i]) }));
   }
 
   function renderNodeDetail(body, title) {
@@ -578,7 +578,8 @@
     renderControls();
     setupPanZoom();
     renderGroup();
-    window.__viewer = { ready: true, firstRenderMs: performance.now() - t0 };
+    const now = performance.now();
+    window.__viewer = { ready: true, firstRenderMs: now, scriptMs: now - t0 };
   }
 
   try {
