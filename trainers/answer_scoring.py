@@ -10,9 +10,9 @@ and ``Step.answer_logprob_before/after`` get the mean log-prob of the ground-tru
 exp of it, ALGORITHMS.md). The contexts are the exact token ids the agent recorded, so nothing is
 re-tokenised; the prefix and the ground truth are tokenised once per trajectory.
 
-All queries of a batch run together: sorted by length, packed into micro-batches under a token
-budget, right-padded, and the language-model head is applied only at the ground-truth positions
-(never a [batch, length, vocab] tensor).
+All queries of a batch run together: packed into micro-batches under a token budget
+(`creditgym.trainers.batching`), right-padded, and the language-model head is applied only at the
+ground-truth positions (never a [batch, length, vocab] tensor).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from creditgym.credit.trajectory import Step, TrajectoryGroup
+from creditgym.trainers.batching import pad_right, token_batches
 
 #: The reference's answer prefix for models that think first (Search-R1 / IGPO prompts).
 DEFAULT_ANSWER_PREFIX = "</think>\n<answer>"
@@ -71,35 +72,14 @@ def build_queries(
     return queries
 
 
-def _batches(queries: list[_Query], max_batch_tokens: int) -> list[list[_Query]]:
-    """Length-sorted micro-batches whose padded size stays under the token budget."""
-    order = sorted(queries, key=lambda q: len(q.ids))
-    out: list[list[_Query]] = []
-    current: list[_Query] = []
-    for q in order:
-        width = max(len(q.ids), max((len(c.ids) for c in current), default=0))
-        if current and width * (len(current) + 1) > max_batch_tokens:
-            out.append(current)
-            current = []
-        current.append(q)
-    if current:
-        out.append(current)
-    return out
-
-
 @torch.no_grad()
 def answer_token_logprobs(
     model: Any, batch: Sequence[Sequence[int]], n_answer: Sequence[int]
 ) -> list[torch.Tensor]:
     """Log-probs of the last ``n_answer[b]`` tokens of every sequence ``batch[b]`` (one forward)."""
-    width = max(len(ids) for ids in batch)
-    pad = getattr(model.config, "pad_token_id", None) or 0
-    ids = torch.full((len(batch), width), int(pad), dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    ids, mask = pad_right(batch, getattr(model.config, "pad_token_id", None) or 0)
     rows, cols = [], []
     for b, seq in enumerate(batch):
-        ids[b, : len(seq)] = torch.as_tensor(list(seq))
-        mask[b, : len(seq)] = 1
         for p in range(len(seq) - n_answer[b], len(seq)):
             rows.append(b)
             cols.append(p - 1)  # the token at p is predicted at position p - 1
@@ -130,7 +110,7 @@ def score_answers(
     ground truth are left untouched (IGPO then reports them clearly).
     """
     queries = build_queries(tokenizer, groups, answer_prefix)
-    batches = _batches(queries, max_batch_tokens)
+    batches = token_batches(queries, max_batch_tokens, length=lambda q: len(q.ids))
     was_training = model.training
     model.eval()
     try:

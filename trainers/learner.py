@@ -8,16 +8,24 @@ tokens between responses are masked out, and each turn's advantage goes on that 
 
 Per-token advantages: the step's advantage broadcast over its response tokens; with
 ``Advantages.spans`` (HiPER), the tokens of each span of ``Step.spans`` get that span's
-advantage (``"switch"``, ``"subgoal"``, ``"action"``) and the rest keep the step's value.
+advantage (``"switch"``, ``"subgoal"``, ``"action"``) and the rest keep the step's value. A step
+whose ``Advantages.mask`` is False is left out of every loss part and of the token counts that
+normalise them; ``Advantages.weight`` scales its tokens' share of the policy loss and its terms.
+
+The objective is a registered policy loss plus registered terms (`creditgym.trainers.losses`;
+by default "ppo_clip" with ["kl", "entropy"]), token-mean over the mini-batch.
 
 `prepare` runs before the credit module: one no-grad pass that recomputes the old log-probs and
-token entropies (filling ``Step.entropies``), the reference log-probs (adapter disabled under
-LoRA; a frozen copy of the initial weights for full fine-tuning), and on request the value heads'
-estimates (`creditgym.trainers.heads`, read in the same pass) and the IGPO answer log-probs
-(`creditgym.trainers.answer_scoring`). The sampler's log-probs are used only to report the sampler/learner
-mismatch. Value heads train when the credit module returns targets (`creditgym.credit.ppo.CriticAdvantages`). `update` then runs the PPO-clip epochs over shuffled mini-batches (at least two when
-there are two samples), packing each into micro-batches by token budget and accumulating
-gradients so the loss is the token mean of the whole mini-batch.
+token entropies (filling ``Step.entropies``), the reference log-probs when a term needs them
+(adapter disabled under LoRA; a frozen copy of the initial weights for full fine-tuning), and on
+request the value heads' estimates (`creditgym.trainers.heads`, read in the same pass) and the
+IGPO answer log-probs (`creditgym.trainers.answer_scoring`). The learner serves exactly the
+value heads the credit module declares (``module.value_heads``, given at construction). The
+sampler's log-probs are used only to report the sampler/learner mismatch. Value heads train when
+the credit module returns targets (`creditgym.credit.ppo.CriticAdvantages`). `update` then runs
+the epochs over shuffled mini-batches (at least two when there are two samples), packing each
+into micro-batches by token budget (`creditgym.trainers.batching`) and accumulating gradients so
+the loss is the token mean of the whole mini-batch.
 
 The language-model head is applied only at the positions that are scored, so a batch never
 materialises ``[batch, length, vocab]`` logits.
@@ -29,8 +37,8 @@ import copy
 import os
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +48,15 @@ import torch
 from creditgym.credit.base import Advantages
 from creditgym.credit.trajectory import Step, TrajectoryGroup, flat_steps
 from creditgym.trainers.answer_scoring import DEFAULT_ANSWER_PREFIX, score_answers
-from creditgym.trainers.heads import HIPER_HEADS, ValueHeads, read_offset
-from creditgym.trainers.loss import KL_TYPES, policy_loss, token_logprobs_and_entropy
+from creditgym.trainers.batching import pad_right, token_batches
+from creditgym.trainers.heads import ValueHeads, check_heads, read_offset, value_loss, value_targets
+from creditgym.trainers.loss import (
+    KL_TYPES,
+    TokenBatch,
+    approx_kl_old,
+    token_logprobs_and_entropy,
+)
+from creditgym.trainers.losses import DEFAULT_POLICY, DEFAULT_TERMS, build_objective
 
 CONTEXT_MODES = ("steps", "concat")
 FINETUNE_MODES = ("lora", "full")
@@ -100,9 +115,6 @@ class LearnerConfig:
     """IGPO: text put between the context and the ground-truth answer when scoring it."""
     seed: int = 0
     """Seed of the mini-batch shuffling (combined with the update counter)."""
-    value_heads: list[str] = field(default_factory=lambda: ["v", *HIPER_HEADS])
-    """Value heads filled when a credit module needs values (PPO reads "v", HiPER "high", "low",
-    "term"; a head is trained only when the module returns targets for it)."""
 
     def validate(self) -> None:
         checks = [
@@ -142,12 +154,27 @@ class _Sample:
 class Learner:
     """Holds the policy and updates it from trajectory groups and their advantages."""
 
-    def __init__(self, config: LearnerConfig, model_path: str):
-        """Load the model from a local HF folder (`creditgym.agents.models.resolve_model` gives one)."""
+    def __init__(
+        self,
+        config: LearnerConfig,
+        model_path: str,
+        *,
+        value_heads: Mapping[str, str] | None = None,
+        loss_policy: str = DEFAULT_POLICY,
+        loss_terms: Sequence[str] = DEFAULT_TERMS,
+    ):
+        """Load the model from a local HF folder (`creditgym.agents.models.resolve_model` gives one).
+
+        ``value_heads`` are the credit module's (``module.value_heads``: head name -> read
+        position); none are served without them. ``loss_policy`` and ``loss_terms`` name the
+        objective (`creditgym.trainers.losses`).
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         config.validate()
         self.config = config
+        self.objective = build_objective(config, loss_policy, loss_terms)
+        self.head_positions = check_heads(value_heads or {})
         self.model_path = model_path
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         dtype = getattr(torch, config.dtype)
@@ -164,7 +191,7 @@ class Learner:
                 task_type="CAUSAL_LM",
             )
             model = get_peft_model(model, lora)
-        elif config.kl_coef:
+        elif self.objective.needs_reference:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -172,13 +199,17 @@ class Learner:
                 model.enable_input_require_grads()
         model.train()
         self.model = model
-        self.value_heads: ValueHeads | None = None
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.lr,
             betas=tuple(config.adam_betas),
             weight_decay=config.weight_decay,
         )
+        self.value_heads: ValueHeads | None = None
+        if self.head_positions:
+            hidden = self.base_model.config.hidden_size
+            self.value_heads = ValueHeads(hidden, list(self.head_positions), seed=config.seed)
+            self.optimizer.add_param_group({"params": list(self.value_heads.parameters())})
         self.updates = 0
         self._prepared: tuple[tuple[int, ...], list[_Sample]] | None = None
 
@@ -191,12 +222,13 @@ class Learner:
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    def _ensure_value_heads(self) -> ValueHeads:
-        """Create the value heads (`creditgym.trainers.heads`) on first use and give them to the optimizer."""
+    def _served_heads(self) -> ValueHeads:
+        """The value heads, or a clear error when the credit module declared none."""
         if self.value_heads is None:
-            hidden = self.base_model.config.hidden_size
-            self.value_heads = ValueHeads(hidden, self.config.value_heads, seed=self.config.seed)
-            self.optimizer.add_param_group({"params": list(self.value_heads.parameters())})
+            raise ValueError(
+                "values were asked for but this learner serves no value heads: build it with "
+                "Learner(..., value_heads=module.value_heads) for a credit module that needs them"
+            )
         return self.value_heads
 
     # --------------------------------------------------------------------------------- samples
@@ -235,26 +267,19 @@ class Learner:
 
     def _micro_batches(self, samples: list[_Sample]) -> list[list[_Sample]]:
         """Pack samples (longest first) so padded length x count stays within the budget."""
-        order = sorted(samples, key=lambda s: len(s.ids), reverse=True)
-        out: list[list[_Sample]] = []
-        for s in order:
-            if out and len(out[-1][0].ids) * (len(out[-1]) + 1) <= self.config.micro_batch_tokens:
-                out[-1].append(s)
-            else:
-                out.append([s])
-        return out
+        return token_batches(samples, self.config.micro_batch_tokens, length=lambda s: len(s.ids))
 
     def _forward(
         self, batch: list[_Sample], *, entropy: bool, values: bool = False, reference: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         """Log-probs (and entropies) of every loss token of `batch`, flattened in sample order.
 
-        Values are one per step part and head, read where `creditgym.trainers.heads.read_offset` says (the
-        last prompt token, or for HiPER's V_low the end of the subgoal). ``reference=True``
-        scores under the reference policy instead.
+        Values are one per step part and head, read at the head's declared position
+        (`creditgym.trainers.heads.read_offset`). ``reference=True`` scores under the reference
+        policy instead.
         """
         ids, mask = self._pad(batch)
-        heads = self._ensure_value_heads() if values else None
+        heads = self._served_heads() if values else None
         rows, cols = [], []
         value_at: dict[str, tuple[list[int], list[int]]] = {
             n: ([], []) for n in (heads.names if heads else [])
@@ -265,7 +290,7 @@ class Learner:
             for _, step, offset, _ in s.parts:
                 for name, (vr, vc) in value_at.items():
                     vr.append(b)
-                    vc.append(s.positions[offset] + read_offset(step, name))
+                    vc.append(s.positions[offset] + read_offset(step, self.head_positions[name]))
         rows_t, cols_t = torch.as_tensor(rows), torch.as_tensor(cols)
         targets = ids[rows_t, cols_t + 1]
         if reference and self.config.finetune == "lora":
@@ -293,13 +318,7 @@ class Learner:
     @staticmethod
     def _pad(batch: list[_Sample]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded token ids and the attention mask of a micro-batch."""
-        width = max(len(s.ids) for s in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for b, s in enumerate(batch):
-            ids[b, : len(s.ids)] = torch.as_tensor(s.ids)
-            mask[b, : len(s.ids)] = 1
-        return ids, mask
+        return pad_right([s.ids for s in batch])
 
     @staticmethod
     def _hidden(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -311,8 +330,9 @@ class Learner:
     def prepare(
         self, groups: Sequence[TrajectoryGroup], needs: set[str] | frozenset[str] = frozenset()
     ) -> dict[str, float]:
-        """Recompute old log-probs and token entropies (always), reference log-probs (when the KL
-        term is on), and values / answer log-probs when ``needs`` asks; fill the `Step` fields.
+        """Recompute old log-probs and token entropies (always), reference log-probs (when a loss
+        term needs them), and values / answer log-probs when ``needs`` asks; fill the `Step`
+        fields.
 
         Returns metrics, including the sampler/learner log-prob mismatch.
         """
@@ -322,6 +342,8 @@ class Learner:
         t0 = time.perf_counter()
         samples = self.build_samples(groups)
         want_values = "values" in needs
+        if want_values:
+            self._served_heads()
         was_training = self.model.training
         self.model.eval()
         diffs: list[np.ndarray] = []
@@ -331,7 +353,7 @@ class Learner:
             for batch in self._micro_batches(samples):
                 logp, ent, vals = self._forward(batch, entropy=True, values=want_values)
                 ref = None
-                if self.config.kl_coef:
+                if self.objective.needs_reference:
                     ref, _, _ = self._forward(batch, entropy=False, reference=True)
                 pos, vpos = 0, 0
                 for s in batch:
@@ -388,29 +410,36 @@ class Learner:
 
     # ---------------------------------------------------------------------------------- update
     def update(self, groups: Sequence[TrajectoryGroup], advantages: Advantages) -> dict[str, float]:
-        """PPO-clip epochs over the batch; returns ``train/...`` metrics."""
+        """The objective's epochs over the batch; returns ``train/...`` metrics.
+
+        Samples whose every step is masked out (``Advantages.mask``) are dropped before the
+        shuffle: they would add nothing to any loss part or token count.
+        """
         t0 = time.perf_counter()
         n_steps = len(flat_steps(groups))
         if len(advantages.values) != n_steps:
             raise ValueError(f"{len(advantages.values)} advantages for {n_steps} steps")
+        advantages.check(n_steps)
         if self._prepared is None or self._prepared[0] != self._key(groups):
             self.prepare(groups, set())
-        samples = self._prepared[1]
+        step_mask, step_weight = advantages.step_mask(), advantages.step_weight()
+        samples = [s for s in self._prepared[1] if any(step_mask[i] for i, *_ in s.parts)]
         if not samples:
+            self._prepared = None
             return {"train/samples": 0.0}
-        token_adv = [self._token_advantages(s, advantages) for s in samples]
-        adv_of = {id(s): a for s, a in zip(samples, token_adv)}
-        targets = self._value_targets(advantages, n_steps)
+        tokens_of = {
+            id(s): (
+                self._token_advantages(s, advantages),
+                *self._token_mask_and_weight(s, step_mask, step_weight),
+            )
+            for s in samples
+        }
+        targets = self._value_targets(advantages, n_steps, step_mask)
         want_values = bool(targets)
         gen = np.random.default_rng([self.config.seed, self.updates])
-        sums: dict[str, float] = {
-            "pg": 0.0,
-            "kl": 0.0,
-            "entropy": 0.0,
-            "approx_kl": 0.0,
-            "value": 0.0,
-            "grad_norm": 0.0,
-        }
+        sums: dict[str, float] = dict.fromkeys(
+            ["pg", *self.objective.terms, "approx_kl", "value", "grad_norm"], 0.0
+        )
         clipped, tokens, steps_taken = 0.0, 0, 0
         self.model.train()
         for _ in range(self.config.epochs):
@@ -418,7 +447,7 @@ class Learner:
             n_mb = min(self.config.mini_batches, len(samples))
             for chunk in np.array_split(order, n_mb):
                 mb = [samples[i] for i in chunk]
-                c, t = self._backward_minibatch(mb, adv_of, targets, sums)
+                c, t = self._backward_minibatch(mb, tokens_of, targets, sums)
                 clipped += c
                 tokens += t
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -437,8 +466,7 @@ class Learner:
         per_step = {k: v / max(steps_taken, 1) for k, v in sums.items()}
         metrics = {
             "train/pg_loss": per_step["pg"],
-            "train/kl": per_step["kl"],
-            "train/entropy": per_step["entropy"],
+            **{f"train/{name}": per_step[name] for name in self.objective.terms},
             "train/approx_kl_old": per_step["approx_kl"],
             "train/grad_norm": per_step["grad_norm"],
             "train/clip_frac": clipped / max(tokens, 1),
@@ -521,17 +549,20 @@ class Learner:
     def _backward_minibatch(
         self,
         mb: list[_Sample],
-        adv_of: dict[int, torch.Tensor],
+        tokens_of: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         targets: dict[str, np.ndarray],
         sums: dict[str, float],
     ) -> tuple[float, int]:
-        """Accumulate the gradient of one mini-batch's token-mean loss over its micro-batches.
+        """Accumulate the gradient of one mini-batch's token-mean objective over its
+        micro-batches.
 
-        With value ``targets`` (flat per step, NaN = no target) the heads' squared error, averaged
-        over the mini-batch's finite targets of each head, is added with ``value_coef``.
-        Returns the number of clipped tokens and of loss tokens; adds loss parts to ``sums``.
+        ``tokens_of[id(sample)]`` holds the sample's per-token advantages, 0/1 mask and step
+        weights; the denominator is the mini-batch's count of unmasked tokens. With value
+        ``targets`` (flat per step, NaN = no target) the heads' squared error, averaged over the
+        mini-batch's finite targets of each head, is added with ``value_coef``. Returns the
+        number of clipped tokens and of counted loss tokens; adds loss parts to ``sums``.
         """
-        denom = sum(s.num_tokens for s in mb)
+        denom = int(sum(float(tokens_of[id(s)][1].sum()) for s in mb))
         want_values = bool(targets)
         counts = {
             h: sum(int(np.isfinite(t[i])) for s in mb for i, *_ in s.parts)
@@ -540,36 +571,33 @@ class Learner:
         clipped, tokens = 0.0, 0
         for micro in self._micro_batches(mb):
             logp, ent, vals = self._forward(micro, entropy=True, values=want_values)
-            old = torch.cat([s.old_logp for s in micro])
             ref = None
             if all(s.ref_logp is not None for s in micro):
                 ref = torch.cat([s.ref_logp for s in micro])
-            terms = policy_loss(
-                logp,
-                old,
-                torch.cat([adv_of[id(s)] for s in micro]),
-                torch.ones_like(logp),
-                denom,
+            adv, mask, weight = (torch.cat([tokens_of[id(s)][k] for s in micro]) for k in range(3))
+            batch = TokenBatch(
+                logp=logp,
+                old_logp=torch.cat([s.old_logp for s in micro]),
+                advantages=adv,
+                mask=mask,
+                weight=weight,
+                denominator=denom,
                 ref_logp=ref,
                 entropy=ent,
-                clip_low=self.config.clip_low,
-                clip_high=self.config.clip_high,
-                kl_coef=self.config.kl_coef,
-                kl_type=self.config.kl_type,
-                entropy_coef=self.config.entropy_coef,
             )
-            loss = terms.loss
+            loss, policy_out, term_values = self.objective(batch)
             if want_values:
-                vloss = self._value_loss(micro, vals, targets, counts)
+                index = [i for s in micro for i, *_ in s.parts]
+                vloss = value_loss(vals, targets, index, counts)
                 loss = loss + self.config.value_coef * vloss
                 sums["value"] += float(vloss.detach())
             loss.backward()
-            sums["pg"] += float(terms.pg)
-            sums["kl"] += float(terms.kl)
-            sums["entropy"] += float(terms.entropy)
-            sums["approx_kl"] += float(terms.approx_kl_old)
-            clipped += float(terms.clip_count)
-            tokens += sum(s.num_tokens for s in micro)
+            sums["pg"] += float(policy_out.loss.detach())
+            for name, value in term_values.items():
+                sums[name] += float(value)
+            sums["approx_kl"] += float(approx_kl_old(batch))
+            clipped += float(policy_out.clip_count)
+            tokens += int(mask.sum())
         return clipped, tokens
 
     def _token_advantages(self, sample: _Sample, advantages: Advantages) -> torch.Tensor:
@@ -587,45 +615,30 @@ class Learner:
                         out[off + a : off + b] = value
         return out
 
-    def _value_targets(self, advantages: Advantages, n_steps: int) -> dict[str, np.ndarray]:
-        """Value targets by head from a critic module (`creditgym.credit.ppo.CriticAdvantages.targets`)."""
+    def _token_mask_and_weight(
+        self, sample: _Sample, step_mask: np.ndarray, step_weight: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each step's mask (1.0 / 0.0) and weight on its own response tokens."""
+        mask = torch.ones(sample.num_tokens, dtype=torch.float32)
+        weight = torch.ones(sample.num_tokens, dtype=torch.float32)
+        for index, _, off, k in sample.parts:
+            if not step_mask[index]:
+                mask[off : off + k] = 0.0
+            if step_weight[index] != 1.0:
+                weight[off : off + k] = float(step_weight[index])
+        return mask, weight
+
+    def _value_targets(
+        self, advantages: Advantages, n_steps: int, step_mask: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Value targets by head from a critic module (`creditgym.credit.ppo.CriticAdvantages`),
+        NaN (no target) on masked-out steps."""
         targets = getattr(advantages, "targets", None) or {}
         if not targets:
             return {}
-        heads = self._ensure_value_heads()
-        unknown = sorted(set(targets) - set(heads.names))
-        if unknown:
-            raise ValueError(
-                f"value targets for heads {unknown} but the learner has {heads.names}; "
-                "add them to learner.value_heads"
-            )
-        out = {}
-        for name, t in targets.items():
-            arr = np.asarray(t, dtype=np.float64)
-            if arr.shape != (n_steps,):
-                raise ValueError(
-                    f"value targets {name!r} have shape {arr.shape}, need ({n_steps},)"
-                )
-            out[name] = arr
-        return out
-
-    @staticmethod
-    def _value_loss(
-        micro: list[_Sample],
-        vals: dict[str, torch.Tensor],
-        targets: dict[str, np.ndarray],
-        counts: dict[str, int],
-    ) -> torch.Tensor:
-        """Sum over heads of this micro-batch's share of the mini-batch mean squared error."""
-        index = [i for s in micro for i, *_ in s.parts]
-        total = torch.zeros(())
-        for name, t in targets.items():
-            target = torch.as_tensor(t[index], dtype=torch.float32)
-            ok = torch.isfinite(target)
-            if counts[name] and ok.any():
-                err = (vals[name][ok] - target[ok]) ** 2
-                total = total + err.sum() / counts[name]
-        return total
+        served = self.value_heads.names if self.value_heads is not None else []
+        out = value_targets(targets, served, n_steps)
+        return {name: np.where(step_mask, t, np.nan) for name, t in out.items()}
 
     # ------------------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
@@ -664,8 +677,15 @@ class Learner:
                 raise ValueError(f"checkpoint adapter keys do not match the model: {missing[:3]}")
         else:
             self.model.load_state_dict(state["model"])
-        if state.get("value_heads") is not None:
-            self._ensure_value_heads().load_state_dict(state["value_heads"])
+        saved = state.get("value_heads")
+        saved_names = sorted({k.split(".")[1] for k in saved}) if saved else []
+        if saved_names != sorted(self.value_heads.names if self.value_heads else []):
+            raise ValueError(
+                f"checkpoint has value heads {saved_names}, this learner serves "
+                f"{sorted(self.head_positions)} (the credit module's value_heads)"
+            )
+        if saved:
+            self.value_heads.load_state_dict(saved)
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = int(state["updates"])
         self._prepared = None

@@ -1,9 +1,11 @@
-"""Policy-gradient loss terms on token tensors: PPO-clip, KL to a reference, entropy.
+"""Policy-gradient losses on token tensors: PPO-clip, KL to a reference, entropy.
 
-Every function takes per-token tensors of one shape (``[batch, tokens]`` or flat) and a mask of
-the tokens that count (response tokens; environment and padding tokens are 0). Aggregation is
-token-mean: a sum over all unmasked tokens divided by a denominator the caller gives, so that
-micro-batches accumulated into one mini-batch give exactly the mini-batch's token mean.
+The per-token functions take tensors of one shape (``[batch, tokens]`` or flat). The built-in
+policy loss (`PPOClip`) and terms (`KLTerm`, `EntropyTerm`) take a `TokenBatch`; they are
+registered by name in `creditgym.trainers.losses`, where the learner finds them. Aggregation is
+token-mean: a (step-weighted) sum over the tokens that count divided by a denominator the caller
+gives, so that micro-batches accumulated into one mini-batch give exactly the mini-batch's token
+mean.
 
 PPO-clip (Schulman et al. 2017), per token with ratio rho = exp(logp - logp_old):
     L = max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high))
@@ -72,53 +74,106 @@ def token_sum(x: torch.Tensor, mask: torch.Tensor, denominator: float) -> torch.
 
 
 @dataclass
-class LossTerms:
-    """The loss of one micro-batch and its parts (each already divided by the denominator)."""
+class TokenBatch:
+    """What a policy loss and a loss term see: per-token tensors of one micro-batch, flat in
+    sample order, and the token count of its whole mini-batch.
+
+    ``mask`` is 1 on the tokens that count and 0 elsewhere (steps left out by
+    ``Advantages.mask``); ``weight`` carries each step's ``Advantages.weight`` on its tokens.
+    ``denominator`` counts the unmasked tokens of the mini-batch, so micro-batch losses add up
+    to the mini-batch's token mean.
+    """
+
+    logp: torch.Tensor
+    """Log-probs of the sampled tokens under the policy being trained (with gradient)."""
+    old_logp: torch.Tensor
+    """Log-probs under the policy before this update (recomputed by ``prepare``)."""
+    advantages: torch.Tensor
+    """Each token's advantage (its step's, or its span's)."""
+    mask: torch.Tensor
+    weight: torch.Tensor
+    denominator: float
+    ref_logp: torch.Tensor | None = None
+    """Log-probs under the reference policy (None when no term needs it)."""
+    entropy: torch.Tensor | None = None
+    """Entropy of each token's full distribution (with gradient)."""
+
+    def token_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """This micro-batch's share of the mini-batch mean of ``x``: the weighted sum over
+        unmasked tokens divided by ``denominator``."""
+        return token_sum(x, self.mask * self.weight, self.denominator)
+
+
+@dataclass
+class PolicyOutput:
+    """A policy loss's result: the scalar loss and how many counted tokens were clipped."""
 
     loss: torch.Tensor
-    pg: torch.Tensor
-    kl: torch.Tensor
-    entropy: torch.Tensor
     clip_count: torch.Tensor
-    approx_kl_old: torch.Tensor
 
 
-def policy_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    denominator: float,
-    *,
-    ref_logp: torch.Tensor | None = None,
-    entropy: torch.Tensor | None = None,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    kl_coef: float = 0.0,
-    kl_type: str = "low_var_kl",
-    entropy_coef: float = 0.0,
-) -> LossTerms:
-    """PPO-clip + ``kl_coef`` KL(pi || ref) - ``entropy_coef`` entropy, token-mean over `mask`.
+@dataclass
+class TermOutput:
+    """A loss term's result: what it adds to the loss (None: nothing) and the value it logs
+    (``train/<name>``, before its coefficient)."""
 
-    ``denominator`` is the number of loss tokens of the whole mini-batch, so gradients of
-    micro-batches add up to the mini-batch token mean.
-    """
-    mask = mask.float()
-    pg_tok, clipped = ppo_clip(logp, old_logp, advantages, clip_low, clip_high)
-    pg = token_sum(pg_tok, mask, denominator)
-    loss = pg
-    kl = torch.zeros((), dtype=logp.dtype)
-    if ref_logp is not None and kl_coef:
-        kl = token_sum(kl_penalty(logp, ref_logp, kl_type), mask, denominator)
-        loss = loss + kl_coef * kl
-    ent = torch.zeros((), dtype=logp.dtype)
-    if entropy is not None:
-        ent = token_sum(entropy, mask, denominator)
-        if entropy_coef:
-            loss = loss - entropy_coef * ent
-    with torch.no_grad():
-        clip_count = (clipped * mask).sum()
-        approx_kl_old = token_sum(
-            kl_penalty(logp.detach(), old_logp, "low_var_kl"), mask, denominator
+    loss: torch.Tensor | None
+    value: torch.Tensor
+
+
+class PPOClip:
+    """The PPO-clip surrogate, token-mean over the batch (registered as "ppo_clip")."""
+
+    def __init__(self, clip_low: float = 0.2, clip_high: float = 0.2):
+        self.clip_low, self.clip_high = clip_low, clip_high
+
+    def __call__(self, batch: TokenBatch) -> PolicyOutput:
+        tok, clipped = ppo_clip(
+            batch.logp, batch.old_logp, batch.advantages, self.clip_low, self.clip_high
         )
-    return LossTerms(loss, pg.detach(), kl.detach(), ent.detach(), clip_count, approx_kl_old)
+        with torch.no_grad():
+            clip_count = (clipped * batch.mask).sum()
+        return PolicyOutput(batch.token_mean(tok), clip_count)
+
+
+class KLTerm:
+    """``coef`` x KL(pi || reference), estimated per token with ``kind`` (registered as "kl").
+
+    With ``coef`` 0 it adds nothing, logs 0 and needs no reference pass.
+    """
+
+    def __init__(self, coef: float, kind: str = "low_var_kl"):
+        if kind not in KL_TYPES:
+            raise ValueError(f"unknown kl type {kind!r}; choose one of {list(KL_TYPES)}")
+        self.coef, self.kind = coef, kind
+        self.needs_reference = bool(coef)
+
+    def __call__(self, batch: TokenBatch) -> TermOutput:
+        if batch.ref_logp is None or not self.coef:
+            return TermOutput(None, torch.zeros((), dtype=batch.logp.dtype))
+        kl = batch.token_mean(kl_penalty(batch.logp, batch.ref_logp, self.kind))
+        return TermOutput(self.coef * kl, kl.detach())
+
+
+class EntropyTerm:
+    """The entropy bonus: subtracts ``coef`` x the token-mean entropy (registered as
+    "entropy"); the entropy is logged even when ``coef`` is 0."""
+
+    needs_reference = False
+
+    def __init__(self, coef: float):
+        self.coef = coef
+
+    def __call__(self, batch: TokenBatch) -> TermOutput:
+        if batch.entropy is None:
+            return TermOutput(None, torch.zeros((), dtype=batch.logp.dtype))
+        ent = batch.token_mean(batch.entropy)
+        return TermOutput(-self.coef * ent if self.coef else None, ent.detach())
+
+
+def approx_kl_old(batch: TokenBatch) -> torch.Tensor:
+    """Diagnostic: token-mean k3 estimate of KL(old || current) over the counted tokens
+    (unweighted), without gradient."""
+    with torch.no_grad():
+        kl = kl_penalty(batch.logp.detach(), batch.old_logp, "low_var_kl")
+        return token_sum(kl, batch.mask, batch.denominator)

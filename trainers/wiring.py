@@ -84,15 +84,22 @@ def make_agent(cfg: AgentConfig, backend: Any, tokenizer: Any) -> tuple[Any, Sam
     return agent, sampling
 
 
-def make_learner(cfg: TrainConfig, model_path: str) -> Any:
-    """The `Learner` of the ``learner:`` section; it scores tokens at the agent's sampling
-    temperature and in the agent's context mode unless the section says otherwise."""
+def make_learner(cfg: TrainConfig, model_path: str, module: Any = None) -> Any:
+    """The `Learner` of the ``learner:`` and ``loss:`` sections, serving the value heads the
+    credit module ``module`` declares; it scores tokens at the agent's sampling temperature and
+    in the agent's context mode unless the section says otherwise."""
     from creditgym.trainers.learner import Learner
 
     learner_options = dict(cfg.learner)
     learner_options.setdefault("temperature", cfg.agent.temperature or 1.0)
     learner_options.setdefault("context", cfg.agent.context)
-    return Learner(learner_config(learner_options), model_path)
+    return Learner(
+        learner_config(learner_options),
+        model_path,
+        value_heads=None if module is None else module.value_heads,
+        loss_policy=cfg.loss.policy,
+        loss_terms=cfg.loss.terms,
+    )
 
 
 def make_generation_backend(cfg: TrainConfig, model_path: str, learner: Any) -> Any:
@@ -139,9 +146,9 @@ class Components:
 
 def build_components(cfg: TrainConfig, model_path: str) -> Components:
     """Learner, backend, agent and credit module for ``cfg``, with the policy at ``model_path``."""
-    learner = make_learner(cfg, model_path)
+    module = credit.make(cfg.credit.name, **cfg.credit.options)
+    learner = make_learner(cfg, model_path, module)
     backend = make_generation_backend(cfg, model_path, learner)
     timed = TimedBackend(backend)
     agent, sampling = make_agent(cfg.agent, timed, learner.tokenizer)
-    module = credit.make(cfg.credit.name, **cfg.credit.options)
     return Components(learner, backend, timed, agent, sampling, module)
