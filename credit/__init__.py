@@ -6,13 +6,18 @@ A module is a pure function of recorded `TrajectoryGroup`s returning `Advantages
 
 from creditgym.credit import empg, gigpo, grpo, hgpo, hiper, igpo, ppo, rloo, salt  # noqa: F401  (registration)
 from creditgym.credit.base import (
+    READ_POSITIONS,
     Advantages,
+    BatchStats,
     CreditModule,
     available,
+    batch_stats,
     group_normalize,
     make,
     normalize,
     register,
+    set_reducer,
+    whiten,
 )
 from creditgym.credit.graph import TrajectoryGraph
 from creditgym.credit.trajectory import (
@@ -26,17 +31,22 @@ from creditgym.credit.trajectory import (
 
 __all__ = [
     "DEFAULT_INVALID_PENALTY",
+    "READ_POSITIONS",
     "Advantages",
+    "BatchStats",
     "CreditModule",
     "Step",
     "Trajectory",
     "TrajectoryGraph",
     "TrajectoryGroup",
     "available",
+    "batch_stats",
     "discounted_returns",
     "flat_steps",
     "group_normalize",
     "make",
     "normalize",
     "register",
+    "set_reducer",
+    "whiten",
 ]
