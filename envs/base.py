@@ -21,6 +21,23 @@ step limits, complete `info` dicts, and observations that always fit the observa
 
 Optional: ``ground_truth`` (answer text, for IGPO), ``subgoals`` (for HiPER diagnostics),
 ``error`` (str, set when an episode ended because of an infrastructure failure).
+
+Optional methods, declared here with a default that says "not provided":
+
+- ``expert_action() -> str | None``: the expert's next action from the current state (None when
+  the expert has nothing left to do). The default raises `NotImplementedError`; `has_expert()`
+  tells without calling it. The oracle agent and the warm start use it.
+- ``model() -> TabularModel``: the complete finite model of the current task (exact values for
+  the tabular benchmark). The default raises `NotImplementedError`; see `has_model()`.
+
+Each env declares the action syntax its `step` parses (``action_syntax``): ``"action"`` (a
+plain command such as ``go north``), ``"search"`` (``<search>..</search>`` / ``<answer>..</answer>``)
+or ``"tool"`` (``<tool_call>{json}</tool_call>`` / ``<answer>..</answer>``). Agents map their
+output format onto one of these (`creditgym.agents.base.check_format`).
+
+Actions reach `_step` encodable: lone surrogates (e.g. ``"\\udcff"``, what a byte-level
+decoder can produce) are replaced by ``"?"`` first, so no engine or bridge (py4j, HTTP) sees a
+string it cannot encode.
 """
 
 from __future__ import annotations
@@ -34,13 +51,19 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+if TYPE_CHECKING:
+    from creditgym.envs.tabular_model import TabularModel
+
 SPLITS = ("train", "valid", "test")
+#: The action syntaxes an env can declare (`TextEnv.action_syntax`).
+ACTION_SYNTAXES = ("action", "search", "tool")
+ActionSyntax = Literal["action", "search", "tool"]
 
 # Printable ASCII, tab and newline, Latin-1 and Latin Extended-A/B, general punctuation and a few
 # symbols that real text uses (currency, arrows, box drawing). Anything else is replaced by "?".
@@ -137,6 +160,16 @@ def sanitize_text(text: str, max_length: int) -> str:
     return text
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(text: str) -> str:
+    """`text` with every lone surrogate code point replaced by "?" (then it encodes as UTF-8)."""
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub("?", text)
+
+
 class TextEnv(gym.Env[str, str]):
     """Base class of every creditgym environment (see the module docstring for `info`).
 
@@ -161,6 +194,8 @@ class TextEnv(gym.Env[str, str]):
     family: ClassVar[str] = "generic"
     #: "state" when `state_key` is the true state, "observation" when it falls back to obs text.
     state_key_source: ClassVar[str] = "state"
+    #: The syntax `step` parses: "action" (a plain command), "search" or "tool" (tagged).
+    action_syntax: ClassVar[ActionSyntax] = "action"
     #: Extra split names, e.g. {"valid_seen": "valid"}.
     split_aliases: ClassVar[dict[str, str]] = {}
     default_max_steps: ClassVar[int] = 50
@@ -204,6 +239,36 @@ class TextEnv(gym.Env[str, str]):
 
     def _step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         raise NotImplementedError
+
+    # ----------------------------------------------------------------- optional API
+    def expert_action(self) -> str | None:
+        """The expert's next action from the current state, or None when it has nothing to do.
+
+        Optional: envs with an expert override it; this default raises `NotImplementedError`.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no expert: its env class must implement expert_action()"
+        )
+
+    def model(self) -> TabularModel:
+        """The complete finite model of the current task (a `TabularModel`).
+
+        Optional: envs with a finite, deterministic state space override it; this default raises
+        `NotImplementedError`.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no finite model: its env class must implement model()"
+        )
+
+    @classmethod
+    def has_expert(cls) -> bool:
+        """Whether this env class implements `expert_action`."""
+        return cls.expert_action is not TextEnv.expert_action
+
+    @classmethod
+    def has_model(cls) -> bool:
+        """Whether this env class implements `model`."""
+        return cls.model is not TextEnv.model
 
     # ----------------------------------------------------------------- panels
     @property
@@ -250,6 +315,7 @@ class TextEnv(gym.Env[str, str]):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if not isinstance(action, str):
             action = str(action)
+        action = encodable(action)
         self._steps += 1
         obs, reward, terminated, info = self._step(action)
         truncated = (not terminated) and self._steps >= self.max_steps

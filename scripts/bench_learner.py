@@ -47,6 +47,7 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="cg-bench-cache-")
         os.environ["CREDITGYM_CACHE"] = tmp.name
 
+    import gymnasium
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
@@ -75,8 +76,8 @@ def main() -> None:
 
     # Generation: KeyRooms prompts, one batch.
     env_kwargs = {"level": "small", "max_steps": args.max_steps}
-    with EnvPool("creditgym/KeyRooms-v0", 1, env_kwargs=env_kwargs) as pool:
-        env = pool.envs[0]
+    env = gymnasium.make("creditgym/KeyRooms-v0", **env_kwargs).unwrapped
+    try:
         contexts = []
         for i in range(args.gen_batch):
             obs, info = env.reset(options={"task_id": i})
@@ -88,6 +89,8 @@ def main() -> None:
                     family=env.family,
                 )
             )
+    finally:
+        env.close()
     agent = LLMAgent(backend, learner.tokenizer)
     prompts = [agent._prompt(c) for c in contexts]
     sampling = SamplingConfig(max_new_tokens=args.gen_tokens, seed=0)

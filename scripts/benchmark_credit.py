@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import numpy as np
 
 from creditgym import (
@@ -67,15 +68,17 @@ class ExactValues:
     def __init__(self, pool: EnvPool, tasks: list[int], gamma: float):
         self.gamma = gamma
         self.models = {}
-        env = pool.envs[0]
-        if not hasattr(env, "model"):
+        if not pool.description.has_model:
             raise TypeError(f"{pool.env_id} does not expose model(); fidelity needs it")
+        # a local env of the pool's id, split and kwargs, only to read each task's model
+        env = gymnasium.make(pool.env_id, split=pool.split, **pool.env_kwargs).unwrapped
         for task in tasks:
             env.reset(seed=0, options={"task_id": task})
             model = env.model()
             uniform = [np.full(len(a), 1.0 / len(a)) if a else np.zeros(0) for a in model.actions]
             action_index = [{a: i for i, a in enumerate(acts)} for acts in model.actions]
             self.models[task] = (model, uniform, action_index)
+        env.close()
 
     def _optimal_advantages(self, model) -> np.ndarray:
         """A*(s, a) = Q*(s, a) - V*(s) in the model's flat transition layout (cached)."""
@@ -178,9 +181,9 @@ def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str
         pool.env_id, "train", pool.panel.version, tuple(pool.panel.ids[:n_tasks])
     ).hash
     tasks = list(range(n_tasks))
-    horizon = pool.envs[0].max_steps
+    horizon = pool.description.max_steps
     beta = cfg.prior_beta
-    if hasattr(pool.envs[0], "model"):
+    if pool.description.has_model:
         exact = ExactValues(pool, tasks, cfg.gamma)
         if beta is None:
             beta = exact.calibrate(cfg.prior_success, horizon) if cfg.prior_success > 0 else 0.0

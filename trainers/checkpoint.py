@@ -4,7 +4,7 @@ A checkpoint is a folder ``<run>/checkpoints/iter_<k>/`` holding
 
 - ``learner.pt``: the learner's `state_dict()` (the LoRA adapter or the full model, plus the
   optimizer state);
-- ``state.pt``: the loop state (iteration, task-panel position, the eval history) and the RNG
+- ``state.pt``: the loop state (iteration, the task sampler's state, the eval history) and the RNG
   states of python, numpy and torch;
 - ``meta.json``: a human-readable summary (iteration, time, file sizes).
 
@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from creditgym.trainers.samplers import UniformSampler
 
 __all__ = [
     "Checkpoint",
@@ -59,54 +61,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-class TaskSampler:
-    """Walks a task panel in seeded shuffled passes; its position is two integers.
-
-    Pass ``e`` visits the panel in the order ``permutation_{seed, e}``; `next(k)` returns the next
-    k task indices, continuing into the next pass when one ends. The state ``(epoch, position)``
-    is saved in checkpoints, so a resumed run trains on the same tasks as an uninterrupted one.
-    """
-
-    def __init__(self, num_tasks: int, seed: int, epoch: int = 0, position: int = 0):
-        if num_tasks < 1:
-            raise ValueError("a task panel needs at least one task")
-        self.num_tasks = int(num_tasks)
-        self.seed = int(seed)
-        self.epoch = int(epoch)
-        self.position = int(position)
-
-    def _order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_tasks)
-
-    def next(self, k: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < k:
-            order = self._order(self.epoch)
-            take = min(k - len(out), self.num_tasks - self.position)
-            out.extend(int(i) for i in order[self.position : self.position + take])
-            self.position += take
-            if self.position >= self.num_tasks:
-                self.epoch += 1
-                self.position = 0
-        return out
-
-    def state_dict(self) -> dict[str, int]:
-        return {
-            "num_tasks": self.num_tasks,
-            "seed": self.seed,
-            "epoch": self.epoch,
-            "position": self.position,
-        }
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if int(state["num_tasks"]) != self.num_tasks:
-            raise ValueError(
-                f"the checkpoint's task panel has {state['num_tasks']} tasks, this one "
-                f"{self.num_tasks}: the env or its generator changed since the checkpoint"
-            )
-        self.seed = int(state["seed"])
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
+#: The former name of the "uniform" task sampler (`creditgym.trainers.samplers`).
+TaskSampler = UniformSampler
 
 
 @dataclass

@@ -4,7 +4,7 @@ A 135M-parameter model rarely names an admissible action, so from scratch almost
 invalid and no episode is won: every group ties and RL has nothing to compare. The usual remedy
 (the ALFWorld/WebShop agent papers fine-tune on expert trajectories before RL) is a short
 supervised phase on demonstrations. Here the demonstrations come from the env's own expert
-(``env.expert_action()``), played on the *train* panel, and are recorded in exactly the format the
+(`TextEnv.expert_action`), played on the *train* panel, and are recorded in exactly the format the
 policy later samples in:
 
 - the prompt is `LLMAgent.prompt_ids` of the run's ``agent:`` section (template, history,
@@ -40,6 +40,9 @@ __all__ = ["DemonstrationAgent", "demonstrations", "warm_start", "warm_start_onc
 
 class DemonstrationAgent:
     """Plays the env's expert; records the LLM agent's prompt and the expert's reply as tokens."""
+
+    #: The rollout hands it the expert action as data (`Context.expert_action`).
+    needs = OracleAgent.needs
 
     def __init__(self, llm: Any):
         if llm.output_format != "action":

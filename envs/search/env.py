@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from creditgym.envs.base import TextEnv
+from creditgym.envs.base import ActionSyntax, TextEnv
 from creditgym.envs.search.corpus import Question
 from creditgym.envs.search.datasets import get_dataset, get_retriever
 from creditgym.envs.search.geo import question_split
@@ -59,6 +59,7 @@ class SearchEnv(TextEnv):
     env_name: ClassVar[str] = "creditgym/Search-v0"
     generator_version: ClassVar[str] = "1"
     family: ClassVar[str] = "search"
+    action_syntax: ClassVar[ActionSyntax] = "search"
     default_max_steps: ClassVar[int] = 4
 
     def __init__(

@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from creditgym.envs.base import TextEnv
+from creditgym.envs.base import ActionSyntax, TextEnv
 from creditgym.envs.tooluse.sandbox import PythonSandbox, SandboxLimits, SandboxUnavailable
 from creditgym.envs.tooluse.tasks import FAMILIES, Task, make_task, task_ids
 from creditgym.envs.tooluse.tools import Tool, ToolError, format_response, parse_tool_call
@@ -85,6 +85,7 @@ class ToolUseEnv(TextEnv):
     env_name: ClassVar[str] = "creditgym/ToolUse-v0"
     generator_version: ClassVar[str] = "1"
     family: ClassVar[str] = "tooluse"
+    action_syntax: ClassVar[ActionSyntax] = "tool"
     default_max_steps: ClassVar[int] = 12
 
     def __init__(

@@ -1,0 +1,293 @@
+"""Rollout strategies: how B tasks x G episodes are played on an env pool, chosen by name.
+
+A strategy talks to envs only through the shard interface (`creditgym.trainers.shards`:
+``reset_many`` / ``step_many`` / ``expert_many`` on an `EnvPool`), never to a live env, so it
+runs unchanged on any env backend. ``rollout.strategy`` names one; `available()` lists them and
+`make(name, **options)` builds one. Each declares ``supports_async``: whether it can run with
+asynchronous, staleness-bounded rollouts (SCALE.md section 3); tree, MC-chain and retry
+strategies may refuse.
+
+``lockstep`` (the default, today's loop): all episodes of all groups advance in turns, one
+batched `agent.act` call per turn for the episodes still running (finished episodes never act).
+All G members of a group reset with the same task and seed. An env that raises, or reports
+``info["error"]`` (an infrastructure failure such as a dead server), ends that episode: it is
+counted, its env is rebuilt (by the shard), and the trajectory is dropped from its group, so
+nothing is ever trained on a broken episode.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from creditgym.agents.base import Agent, Context, agent_needs
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym.trainers.shards import EnvPool, SlotResult
+
+__all__ = [
+    "LockstepStrategy",
+    "RolloutBatch",
+    "RolloutStrategy",
+    "available",
+    "batch_stats",
+    "make",
+    "register_strategy",
+]
+
+
+@dataclass
+class RolloutBatch:
+    groups: list[TrajectoryGroup]
+    stats: dict[str, float] = field(default_factory=dict)
+    #: Trajectories dropped because of env errors (kept for inspection, never trained on).
+    dropped: list[Trajectory] = field(default_factory=list)
+
+
+class RolloutStrategy(ABC):
+    """Plays groups of episodes on an `EnvPool` with an agent and returns a `RolloutBatch`."""
+
+    #: Registry name.
+    name: ClassVar[str] = ""
+    #: Whether the strategy can run with asynchronous (staleness-bounded) rollouts.
+    supports_async: ClassVar[bool] = False
+
+    @abstractmethod
+    def collect(
+        self,
+        pool: EnvPool,
+        agent: Agent,
+        task_indices: Sequence[int],
+        group_size: int,
+        seeds: Sequence[int],
+        on_turn: Callable[[int, int], None] | None = None,
+    ) -> RolloutBatch:
+        """Roll out ``len(task_indices)`` groups of ``group_size`` episodes.
+
+        ``task_indices[b]`` is an index into the pool's panel and ``seeds[b]`` the reset seed
+        shared by group b. ``on_turn(turn, active)`` is called after every turn (progress).
+        """
+
+
+_STRATEGIES: dict[str, type[RolloutStrategy]] = {}
+
+
+def register_strategy(name: str) -> Callable[[type[RolloutStrategy]], type[RolloutStrategy]]:
+    """Class decorator: register a `RolloutStrategy` under `name`."""
+
+    def deco(cls: type[RolloutStrategy]) -> type[RolloutStrategy]:
+        if name in _STRATEGIES and _STRATEGIES[name] is not cls:
+            raise ValueError(f"rollout strategy {name!r} is already registered")
+        cls.name = name
+        _STRATEGIES[name] = cls
+        return cls
+
+    return deco
+
+
+def available() -> list[str]:
+    """Registered rollout strategies (``rollout.strategy`` values)."""
+    return sorted(_STRATEGIES)
+
+
+def make(name: str, **options: Any) -> RolloutStrategy:
+    """Build the strategy registered as `name`."""
+    try:
+        cls = _STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown rollout strategy {name!r}; registered: {available()}") from None
+    return cls(**options)
+
+
+def batch_stats(
+    groups: Sequence[TrajectoryGroup],
+    dropped: Sequence[Trajectory],
+    turns: int,
+    timings: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Success, return, score, invalid rate, length, `timings`, then per-type success."""
+    finished = [t for g in groups for t in g.trajectories]
+    n = max(len(finished), 1)
+    steps = sum(len(t) for t in finished)
+    invalid = sum(1 for t in finished for s in t.steps if not s.valid)
+    stats = {
+        "episodes": float(len(finished)),
+        "steps": float(steps),
+        "turns": float(turns),
+        "success": sum(t.won for t in finished) / n,
+        "mean_return": sum(sum(s.reward for s in t.steps) for t in finished) / n,
+        "mean_score": sum(t.info.get("score", 0.0) for t in finished) / n,
+        "invalid_rate": invalid / max(steps, 1),
+        "mean_length": steps / n,
+        "dropped": float(len(dropped)),
+        **(timings or {}),
+    }
+    by_type: dict[str, list[float]] = defaultdict(list)
+    for t in finished:
+        by_type[t.task_type].append(float(t.won))
+    for k, v in by_type.items():
+        stats[f"success/{k}"] = sum(v) / len(v)
+    return stats
+
+
+@dataclass
+class _Episode:
+    group: int
+    slot: int
+    traj: Trajectory
+    obs: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    history: list[tuple[str, str]] = field(default_factory=list)
+    done: bool = False
+
+
+def _fail(ep: _Episode, result: SlotResult, stats: dict[str, float]) -> None:
+    """Record an env failure the shard reported: end the episode and mark it errored."""
+    ep.traj.error = result.error
+    ep.done = True
+    ep.info.setdefault("state_key", "")
+    stats["env_errors"] += 1
+    if result.restart_failed:
+        stats["env_restart_failures"] += 1
+
+
+@register_strategy("lockstep")
+class LockstepStrategy(RolloutStrategy):
+    """All running episodes advance together, one batched `agent.act` call per turn."""
+
+    supports_async: ClassVar[bool] = True
+
+    def collect(
+        self,
+        pool: EnvPool,
+        agent: Agent,
+        task_indices: Sequence[int],
+        group_size: int,
+        seeds: Sequence[int],
+        on_turn: Callable[[int, int], None] | None = None,
+    ) -> RolloutBatch:
+        if len(seeds) != len(task_indices):
+            raise ValueError("need one seed per task")
+        wants_expert = "expert_action" in agent_needs(agent)
+        n = len(task_indices) * group_size
+        pool.ensure(n)
+        desc = pool.description
+        if wants_expert and not desc.has_expert:
+            raise TypeError(
+                f"{pool.env_id} has no expert: its env class must implement expert_action()"
+            )
+        stats: dict[str, float] = defaultdict(float)
+        episodes = [
+            _Episode(group=b, slot=b * group_size + m, traj=Trajectory(seed=int(seed)))
+            for b, seed in enumerate(seeds)
+            for m in range(group_size)
+        ]
+        t0 = time.perf_counter()
+        results = pool.reset_many(
+            [(ep.slot, int(task_indices[ep.group]), int(seeds[ep.group])) for ep in episodes]
+        )
+        t_env = time.perf_counter() - t0
+        for ep, res in zip(episodes, results):
+            if res.error is not None:
+                _fail(ep, res, stats)
+            else:
+                ep.obs, ep.info = res.obs, res.info
+            ep.traj.task_id = str(ep.info.get("task_id", task_indices[ep.group]))
+            ep.traj.task_type = str(ep.info.get("task_type", "default"))
+
+        t_agent = 0.0
+        turn = 0
+        while True:
+            active = [ep for ep in episodes if not ep.done]
+            if not active:
+                break
+            experts: list[str | None] = [None] * len(active)
+            if wants_expert:
+                t0 = time.perf_counter()
+                experts = pool.expert_many([ep.slot for ep in active])
+                t_env += time.perf_counter() - t0
+            contexts = [
+                Context(
+                    task=ep.info.get("task", ""),
+                    observation=ep.obs,
+                    admissible_actions=ep.info.get("admissible_actions"),
+                    history=ep.history,
+                    state_key=ep.info["state_key"],
+                    info=ep.info,
+                    env_id=pool.env_id,
+                    family=desc.family,
+                    episode=ep.slot,
+                    step=len(ep.traj.steps),
+                    expert_action=expert,
+                    action_space=desc.action_space,
+                )
+                for ep, expert in zip(active, experts)
+            ]
+            t0 = time.perf_counter()
+            turns = agent.act(contexts)
+            t_agent += time.perf_counter() - t0
+            if len(turns) != len(active):
+                raise RuntimeError(f"agent returned {len(turns)} turns for {len(active)} contexts")
+            t0 = time.perf_counter()
+            results = pool.step_many([(ep.slot, out.action) for ep, out in zip(active, turns)])
+            for ep, ctx, out, res in zip(active, contexts, turns, results):
+                if res.error is not None:
+                    _fail(ep, res, stats)
+                    continue
+                info = res.info
+                if info.get("error"):
+                    ep.traj.error = str(info["error"])
+                    ep.done = True
+                    stats["env_errors"] += 1
+                    continue
+                ep.traj.steps.append(
+                    Step(
+                        state_key=ctx.state_key,
+                        action=out.action,
+                        reward=float(res.reward),
+                        valid=bool(info.get("action_valid", True)) and out.format_ok,
+                        next_state_key=info["state_key"],
+                        observation=ctx.observation,
+                        admissible_actions=ctx.admissible_actions,
+                        text=out.text or out.action,
+                        terminated=res.terminated,
+                        truncated=res.truncated,
+                        info=info,
+                        prompt_ids=out.prompt_ids,
+                        response_ids=out.response_ids,
+                        sampler_logprobs=out.logprobs,
+                        spans=out.spans,
+                        extras=out.extras,
+                    )
+                )
+                ep.history.append((ctx.observation, out.action))
+                ep.obs, ep.info = res.obs, info
+                if res.terminated or res.truncated:
+                    ep.done = True
+                    ep.traj.won = bool(info.get("won", False))
+                    ep.traj.info = {
+                        "score": float(info.get("score", 0.0)),
+                        "truncated": res.truncated,
+                    }
+            t_env += time.perf_counter() - t0
+            turn += 1
+            if on_turn is not None:
+                on_turn(turn, len(active))
+
+        groups = [
+            TrajectoryGroup(task_id="", seed=int(seeds[b]), env_id=pool.env_id)
+            for b in range(len(task_indices))
+        ]
+        dropped: list[Trajectory] = []
+        for ep in episodes:
+            if ep.traj.error is not None:
+                dropped.append(ep.traj)
+                continue
+            groups[ep.group].trajectories.append(ep.traj)
+            groups[ep.group].task_id = ep.traj.task_id
+        timings = {"time_env_s": t_env, "time_agent_s": t_agent}
+        stats.update(batch_stats(groups, dropped, turn, timings))
+        return RolloutBatch(groups=groups, stats=dict(stats), dropped=dropped)
