@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo-credit install install-ecosystem install-openenv install-verifiers install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm demo test test-quick lint format clean
+.PHONY: demo-credit install install-ecosystem install-openenv install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
