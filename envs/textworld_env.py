@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import random
 import shutil
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from creditgym.envs.base import TextEnv, cache_dir
+
+log = logging.getLogger(__name__)
 
 KINDS = ("simple", "coin_collector", "treasure_hunter", "cooking")
 PANEL_SIZES = {"train": 64, "valid": 16, "test": 16}
@@ -72,6 +75,35 @@ def _quiet_jericho() -> Iterator[None]:
         yield
 
 
+#: Task id -> the `GenerationWarning` messages its game's generation gave (this process only).
+GENERATION_WARNINGS: dict[str, list[str]] = {}
+
+
+@contextlib.contextmanager
+def _absorb_generation_warnings(task_id: str) -> Iterator[None]:
+    """Record TextWorld's `GenerationWarning`s instead of raising or printing them.
+
+    TextWorld's text grammar warns when a template has too few variants and it falls back to a
+    plainer word ("Not enough variation for '#work_(r)#'..."): harmless for the game, but under
+    warnings-as-errors it would fail whichever task hits it. They are kept in
+    `GENERATION_WARNINGS` and logged at DEBUG; every other warning goes through as usual.
+    """
+    from textworld.generator import GenerationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GenerationWarning)
+        yield
+    others = []
+    for w in caught:
+        if issubclass(w.category, GenerationWarning):
+            GENERATION_WARNINGS.setdefault(task_id, []).append(str(w.message))
+            log.debug("TextWorld generation of %s: %s", task_id, w.message)
+        else:
+            others.append(w)
+    for w in others:  # outside the block: the caller's filters apply again
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
 def make_game_file(task_id: str) -> Path:
     """Compile the game of a task id with TextWorld's generator (cached; atomic on disk)."""
     import textworld
@@ -91,7 +123,8 @@ def make_game_file(task_id: str) -> Path:
         options.path = str(Path(tmp) / f"{kind}-{name}.z8")
         options.file_ext = ".z8"
         options.force_recompile = True
-        with _quiet_jericho():  # the generator plays its walkthrough to check it
+        # the generator plays its walkthrough to check it (jericho's noise)
+        with _absorb_generation_warnings(task_id), _quiet_jericho():
             game = textworld.challenges.CHALLENGES[challenge][1](values, options)
             path = Path(textworld.generator.compile_game(game, options))
         sidecar = path.with_suffix(".json")

@@ -8,6 +8,7 @@ from gymnasium.utils.env_checker import check_env
 
 pytest.importorskip("textworld")
 
+from creditgym.envs import textworld_env  # noqa: E402
 from creditgym.envs.textworld_env import KINDS, TextWorldEnv  # noqa: E402
 
 pytestmark = pytest.mark.slow  # each game is compiled by TextWorld (seconds) on first use
@@ -65,3 +66,34 @@ def test_bad_actions_are_refused_without_touching_the_game():
     obs, reward, term, trunc, info = env.step(env.expert_action())
     assert info["action_valid"]
     env.close()
+
+
+#: A train task whose generation gives textworld's GenerationWarning (found by generating the
+#: train panel: "Not enough variation for '#work_(r)#'. Falling back on ...").
+WARNING_TASK = "coin_collector/level=27/1"
+
+
+def test_generation_warnings_are_recorded_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setenv("CREDITGYM_CACHE", str(tmp_path))  # a fresh cache: the game is generated
+    assert TextWorldEnv(split="train").panel.ids[1] == WARNING_TASK
+    textworld_env.GENERATION_WARNINGS.pop(WARNING_TASK, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = textworld_env.make_game_file(WARNING_TASK)
+    assert path.exists() and str(path).startswith(str(tmp_path))
+    recorded = textworld_env.GENERATION_WARNINGS[WARNING_TASK]
+    assert recorded and all("Not enough variation" in m for m in recorded)
+
+
+def test_other_warnings_still_reach_the_caller():
+    from textworld.generator import GenerationWarning
+
+    absorb = textworld_env._absorb_generation_warnings
+    with pytest.warns(RuntimeWarning, match="not absorbed"), absorb("t/x/0"):
+        warnings.warn("absorbed", GenerationWarning, stacklevel=1)
+        warnings.warn("not absorbed", RuntimeWarning, stacklevel=1)
+    assert textworld_env.GENERATION_WARNINGS.pop("t/x/0") == ["absorbed"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning), absorb("t/x/1"):
+            warnings.warn("an error here", RuntimeWarning, stacklevel=1)
