@@ -24,9 +24,10 @@ from creditgym.envs.remote.launch import SCRIPT, OpenEnvServer, openenv_python
 from creditgym.envs.remote.wire import jsonable
 
 PYTHON = openenv_python()
-pytestmark = pytest.mark.skipif(
-    PYTHON is None, reason="openenv not installed: make install-openenv"
-)
+pytestmark = [
+    pytest.mark.slow,  # each test starts a server process (5-20 s on 2 cores)
+    pytest.mark.skipif(PYTHON is None, reason="openenv not installed: make install-openenv"),
+]
 
 KEYROOMS = ("creditgym/KeyRooms-v0", {"level": "small"})
 ALFWORLD = ("creditgym/ALFWorld-v0", {"backend": "fast"})
