@@ -1,6 +1,7 @@
 """The Python sandbox against escape attempts and resource abuse; the env keeps working after."""
 
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -93,13 +94,44 @@ def test_writing_outside_the_work_dir_fails(box):
     assert r.ok and r.stdout == "hello\n"
 
 
-def test_network_is_unreachable(box):
-    code = "import socket\ns = socket.create_connection(('{}', 80), timeout=1)"
-    for host in ("1.1.1.1", "127.0.0.1"):
-        r = _run(box, code.format(host))
-        assert "Network is unreachable" in r.error or "Connection refused" in r.error, r.error
-    r = _run(box, "import socket\nprint(socket.getaddrinfo('example.com', 80))")
-    assert not r.ok
+_INTERFACES = r"""
+import fcntl, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _, name in socket.if_nameindex():
+    req = fcntl.ioctl(s.fileno(), 0x8913, struct.pack("16sH14x", name.encode(), 0))  # SIOCGIFFLAGS
+    print(name, "up" if struct.unpack("16sH14x", req)[1] & 1 else "down")
+"""
+
+
+def test_network_namespace_has_only_a_down_loopback(box):
+    """Nothing is sent anywhere: the sandbox lists its own interfaces."""
+    r = _run(box, _INTERFACES)
+    assert r.ok and r.stdout == "lo down\n", (r.stdout, r.error)
+
+
+def test_a_listener_on_the_hosts_loopback_is_unreachable(box):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        r = _run(box, f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)")
+        assert "Network is unreachable" in r.error, r.error
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # no connection ever arrived
+
+
+def test_name_resolution_fails_without_a_resolver(box):
+    # The resolution runs only once the script has seen that no resolver config or hosts file is
+    # visible, so the lookup can reach nothing but the namespace's own (down) loopback.
+    code = (
+        "import os, socket\n"
+        "seen = [p for p in ('/etc/resolv.conf', '/etc/hosts') if os.path.exists(p)]\n"
+        "if seen:\n    raise SystemExit(f'visible in the sandbox: {seen}')\n"
+        "socket.getaddrinfo('localhost', 80)"
+    )
+    r = _run(box, code)
+    assert not r.ok and "gaierror" in r.error, r.error
 
 
 def test_huge_output_is_stopped_and_truncated(box):
