@@ -151,20 +151,21 @@ def test_update_moves_log_probs_in_the_advantage_direction() -> None:
 def test_micro_batching_accumulates_to_the_same_gradient() -> None:
     """Token-mean over a mini-batch: any micro-batch split gives the same gradient."""
     learner = Learner(LearnerConfig(), tiny_model())
-    steps = [_step(list(range(1, 2 + i)), [40 + i, 41 + i, 42][: 1 + i % 3]) for i in range(6)]
+    # Every sample has >= 9 tokens, so a 16-token budget holds one sample per micro-batch.
+    steps = [_step(list(range(1, 9 + i)), [40 + i, 41 + i, 42][: 1 + i % 3]) for i in range(6)]
     groups = _group(steps)
     adv = Advantages(values=np.linspace(-1.0, 1.0, 6))
     learner.prepare(groups)
     samples = learner._prepared[1]
     tokens_of = _tokens_of(learner, samples, adv)
     grads = []
-    for budget in (2, 4096):  # one sample per micro-batch vs all in one
+    for budget in (16, 4096):  # one sample per micro-batch vs all in one
         learner.config.micro_batch_tokens = budget
         learner.optimizer.zero_grad(set_to_none=True)
         learner._backward_minibatch(samples, tokens_of, {}, _sums())
         trainable = [p for p in learner.model.parameters() if p.requires_grad]
         grads.append(torch.cat([p.grad.flatten() for p in trainable]))
-        assert len(learner._micro_batches(samples)) == (6 if budget == 2 else 1)
+        assert len(learner._micro_batches(samples)) == (6 if budget == 16 else 1)
     assert grads[0].abs().max() > 0
     # float32 noise only (a per-micro-batch mean would be off by the gradient's own size)
     assert (grads[0] - grads[1]).abs().max() <= 1e-5 * grads[0].abs().max()
