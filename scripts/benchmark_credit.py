@@ -37,6 +37,7 @@ from creditgym.agents import TabularSoftmaxAgent
 from creditgym.agents.hier_tabular import HierTabularAgent
 from creditgym.envs.base import Panel
 from creditgym.trainers.rollout import EnvPool, collect
+from creditgym.trainers.viewer.bench import parse_iterations, write_benchmark_dump
 
 
 @dataclass
@@ -59,6 +60,9 @@ class BenchConfig:
     prior_beta: float | None = None
     prior_success: float = 0.2
     adv_scale: str = "rms"
+    #: Iterations whose steps are dumped per method and seed (the viewer's input), and where.
+    dump_iterations: list[int] = field(default_factory=list)
+    dump_dir: str = ""
 
 
 # ----------------------------------------------------------------------------- exact values
@@ -149,6 +153,19 @@ class ExactValues:
             adv = result[2]
         return model, adv, action_index
 
+    def step_advantages(self, agent, batch_groups, task_of_group) -> np.ndarray:
+        """Exact A^pi(s, a) of the agent's current policy for every step (NaN off the model)."""
+        exact_by_task = {t: self.advantages(agent, t) for t in set(task_of_group)}
+        out = []
+        for g, task in zip(batch_groups, task_of_group):
+            model, adv, action_index = exact_by_task[task]
+            for traj in g.trajectories:
+                for step in traj.steps:
+                    s = model.index.get(step.state_key)
+                    a = action_index[s].get(step.action) if s is not None else None
+                    out.append(np.nan if a is None else float(adv[s][a]))
+        return np.array(out, dtype=np.float64)
+
     def fidelity(self, agent, batch_groups, task_of_group, values) -> float | None:
         exact_by_task = {t: self.advantages(agent, t) for t in set(task_of_group)}
         xs, ys = [], []
@@ -229,6 +246,18 @@ def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str
             # Same step size for every method: only the direction of the credit differs.
             rms = float(np.sqrt(np.mean(adv.values**2))) if len(adv.values) else 0.0
             adv = credit.Advantages(values=adv.values / (rms + 1e-8), spans=adv.spans)
+        if it in cfg.dump_iterations:  # before the update: A^pi of the policy that acted
+            ref = exact.step_advantages(agent, batch.groups, chosen) if exact else None
+            write_benchmark_dump(
+                cfg.dump_dir,
+                method,
+                seed,
+                it,
+                batch.groups,
+                adv,
+                ref,
+                f"exact A^π (γ = {cfg.gamma})",
+            )
         agent.update(batch.groups, adv)
         if progress is not None:
             progress.put(1)
@@ -423,6 +452,12 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path, int]:
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--eval-episodes", type=int, default=4)
     p.add_argument("--fidelity-every", type=int, default=5, help="0 disables fidelity")
+    p.add_argument(
+        "--dump-iterations",
+        default="0,10,20",
+        help="iterations whose steps are written per method and seed to DIR/trajectories/, with\n"
+        "the exact A^pi of the acting policy, for scripts/view.py ('none' writes nothing)",
+    )
     p.add_argument("--workers", type=int, default=min(2, mp.cpu_count()))
     p.add_argument("--out", default="runs/benchmark_credit")
     a = p.parse_args(argv)
@@ -439,6 +474,10 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path, int]:
         module = credit.make(m, **opts)  # fails fast on unknown names/options
         if module.needs:
             p.error(f"{m} needs {sorted(module.needs)} from an LLM; use the LLM benchmark")
+    try:
+        dump_iterations = parse_iterations(a.dump_iterations)
+    except ValueError as exc:
+        p.error(f"--dump-iterations: {exc}")
     if a.eval_every < 1 or a.iterations < 1 or a.seeds < 1:
         p.error("--iterations, --seeds and --eval-every must be >= 1")
     cfg = BenchConfig(
@@ -459,6 +498,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path, int]:
         prior_beta=a.prior_beta,
         prior_success=a.prior_success,
         adv_scale=a.adv_scale,
+        dump_iterations=[k for k in dump_iterations if k < a.iterations],
+        dump_dir=a.out,
     )
     return cfg, Path(a.out), a.workers
 

@@ -71,6 +71,16 @@ def test_top_k_keeps_starts_and_ends_and_the_most_visited():
         collapse(group(t), top_k=0)
 
 
+def test_many_actions_between_two_nodes_draw_as_one_edge():
+    # Five different (invalid) outputs that all stay in s0, then one that moves on.
+    t = traj([("s0", f"junk {k}", 0) for k in range(5)] + [("s0", "go", 0)], end="s1")
+    g = collapse(group(t), max_parallel=3)
+    assert [(e["action"], e["count"]) for e in g.edges] == [("5 different actions", 5), ("go", 1)]
+    assert g.edges[0]["actions"] == [f"junk {k}" for k in range(5)]
+    assert g.step_edge == [[0, 0, 0, 0, 0, 1]]
+    assert len(collapse(group(t), max_parallel=5).edges) == 6
+
+
 @pytest.mark.parametrize("engine", ["dot", "networkx"])
 def test_layout_places_every_node_and_edge(engine):
     g = collapse(_two_paths())

@@ -12,7 +12,8 @@ The states left out lie on runs between kept states. Each distinct run becomes o
 ("5 states"): a chain of states visited once collapses into one box, and a state hidden by the
 top-k cut shows up inside the chains of the trajectories that passed it. Edges join consecutive
 drawn nodes along each trajectory, one per (tail, head, action), with the number of traversals
-and the trajectories that made them.
+and the trajectories that made them; more than a few distinct actions between the same two nodes
+(a small model's many invalid outputs that all stay in place) are drawn as one edge.
 
 Layout: Graphviz ``dot`` (Debian's graphviz; ``make install-graphviz``) read back as JSON, with
 B-spline edges; without ``dot`` on the PATH, networkx's multipartite layout by depth from the
@@ -73,8 +74,12 @@ def _paths(group: TrajectoryGroup) -> list[list[str]]:
     return out
 
 
-def collapse(group: TrajectoryGroup, top_k: int = 150) -> DrawnGraph:
-    """The drawn graph of ``group`` (see the module docstring for what is kept)."""
+def collapse(group: TrajectoryGroup, top_k: int = 150, max_parallel: int = 3) -> DrawnGraph:
+    """The drawn graph of ``group`` (see the module docstring for what is kept).
+
+    More than ``max_parallel`` distinct actions between the same two nodes are drawn as one edge
+    ("12 different actions"; the edge keeps their list in ``actions``).
+    """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     paths = _paths(group)
@@ -162,7 +167,39 @@ def collapse(group: TrajectoryGroup, top_k: int = 150) -> DrawnGraph:
         g.step_node.append(node_at[: len(traj.steps)])
         g.step_edge.append(edges)
     g.top_k_applied = top_k_applied
+    _merge_parallel(g, max_parallel)
     return g
+
+
+def _merge_parallel(g: DrawnGraph, max_parallel: int) -> None:
+    """Draw the edges between one pair of nodes as one edge when there are more than
+    ``max_parallel`` of them (e.g. many different invalid actions that all stay in place)."""
+    pairs: dict[tuple[int, int], list[int]] = {}
+    for e in g.edges:
+        pairs.setdefault((e["source"], e["target"]), []).append(e["id"])
+    remap: dict[int, int] = {}
+    edges: list[dict[str, Any]] = []
+    for (u, v), ids in pairs.items():
+        if len(ids) <= max_parallel:
+            for i in ids:
+                remap[i] = len(edges)
+                edges.append({**g.edges[i], "id": len(edges)})
+            continue
+        merged = {
+            "id": len(edges),
+            "source": u,
+            "target": v,
+            "action": f"{len(ids)} different actions",
+            "actions": [g.edges[i]["action"] for i in ids],
+            "count": sum(g.edges[i]["count"] for i in ids),
+            "won": sum(g.edges[i]["won"] for i in ids),
+            "trajectories": sorted({t for i in ids for t in g.edges[i]["trajectories"]}),
+        }
+        for i in ids:
+            remap[i] = len(edges)
+        edges.append(merged)
+    g.edges = edges
+    g.step_edge = [[None if e is None else remap[e] for e in row] for row in g.step_edge]
 
 
 # ----------------------------------------------------------------------------- layout

@@ -216,6 +216,8 @@ def build_payload(
             n["states"] = [strings(s) for s in n["states"]]
         for e in placed["edges"]:
             e["action"] = strings(e["action"])
+            if "actions" in e:
+                e["actions"] = [strings(a) for a in e["actions"][:20]]
         start = row
         trajs = []
         traj_edges, traj_nodes = [], []

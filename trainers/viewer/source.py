@@ -35,7 +35,7 @@ class SourceError(ValueError):
 
 def benchmark_dump_path(out: str | Path, method: str, seed: int, iteration: int) -> Path:
     """The dump file of one (method, seed, iteration) of a benchmark folder."""
-    return Path(out) / BENCH_DUMPS / method / f"seed_{seed}" / f"iter_{iteration}.jsonl"
+    return Path(out) / BENCH_DUMPS / method / f"seed_{seed}" / f"iter_{iteration:06d}.jsonl"
 
 
 def _iterations(folder: Path) -> dict[int, Path]:

@@ -299,7 +299,8 @@
       }
       const path = sv("path", { d, class: "edge" + (faded ? " faded" : "") + (hl ? " hl" : ""), stroke: col, "stroke-width": width, "data-edge": e.id });
       const title = sv("title");
-      title.textContent = `${str(e.action)}\n×${e.count} (${e.won} by won trajectories)\ntrajectories: ${e.trajectories.map((t) => "T" + t).join(" ")}`;
+      const listed = e.actions ? "\n" + e.actions.map((a) => "· " + truncate(str(a), 60)).join("\n") + (e.actions.length >= 20 ? "\n…" : "") : "";
+      title.textContent = `${str(e.action)}${listed}\n×${e.count} (${e.won} by won trajectories)\ntrajectories: ${e.trajectories.map((t) => "T" + t).join(" ")}`;
       path.append(title);
       gEdges.append(path);
       const tip = e.tip || shortenedTip(G, e);
@@ -313,7 +314,7 @@
       if ((labelEdges && e.count > 1 && !faded && !loop) || chosen) {
         const mid = p[Math.floor(p.length / 2)];
         const lab = sv("text", { x: mid[0], y: mid[1] - 4, class: "elabel" + (chosen ? " chosen" : "") });
-        lab.textContent = chosen ? `${truncate(str(e.action), 28)}${e.count > 1 ? " ×" + e.count : ""}` : "×" + e.count;
+        lab.textContent = chosen ? truncate(str(S.action[state.step]), 28) : "×" + e.count;
         gLabels.append(lab);
       }
     }
