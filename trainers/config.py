@@ -1,23 +1,34 @@
-"""Typed training configs: YAML files plus dotted ``key=value`` overrides.
+"""Typed configs: YAML files plus dotted ``key=value`` overrides, one loader for every script.
 
-A run is described by one `TrainConfig`: which model, env, agent, backend, credit module and learner
-options, the rollout budget, evaluation, checkpointing and logging. `load_config` reads a YAML file,
-applies overrides such as ``learner.lr=1e-5`` or ``env.kwargs.level=medium`` and validates the
-result. Any unknown key, in the file or in an override, is an error that names the nearest valid
-keys, so a typo never silently falls back to a default.
+A training run is described by one `TrainConfig`: which model, env, agent, backend, credit module and
+learner options, the rollout budget and its seams (env backend, rollout strategy, task sampler,
+loss), evaluation, checkpointing and logging. `load_config` reads a YAML file, applies overrides
+such as ``learner.lr=1e-5`` or ``env.kwargs.level=medium`` and validates the result; `load` does the
+same for any other schema (the credit benchmark's `creditgym.trainers.bench_config.BenchmarkConfig`).
+Any unknown key, in the file or in an override, is an error that names the nearest valid keys, so a
+typo never silently falls back to a default.
 
-Two sections are open-ended and checked against the component that consumes them rather than a
-schema here: ``credit.options`` against the options dataclass of the named credit module, and
-``learner`` against `creditgym.trainers.learner.LearnerConfig` (imported lazily: it pulls in torch).
+Every section is typed here, the ``learner:`` section too: `LearnerConfig` is the learner's own
+options class (`creditgym.trainers.learner.Learner` takes it), so its fields, defaults and
+docstrings exist once. Names that pick a registered component are checked against that registry,
+not a fixed list: ``credit.name`` (and ``credit.options``, against the module's options),
+``backend.name`` (`creditgym.agents.backends.available_backends`), and the seams in `REGISTRIES`.
+
+Choice lists live in the lowest layer that uses them and are imported from there: output formats
+and action matching in `creditgym.agents.parsing`, context modes in `creditgym.agents.llm`; the
+learner's fine-tune modes, KL estimators and dtypes here (this module imports no torch, and the
+learner and loss import them from it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -28,36 +39,126 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from creditgym.agents.llm import CONTEXT_MODES
+from creditgym.agents.parsing import ACTION_MATCH, OUTPUT_FORMATS
 
 __all__ = [
+    "DTYPES",
+    "FINETUNE_MODES",
+    "KL_TYPES",
+    "REGISTRIES",
     "AgentConfig",
     "BackendConfig",
     "ConfigError",
     "CreditConfig",
     "EnvConfig",
     "EvalConfig",
+    "LearnerConfig",
+    "LearnerSection",
     "LoggingConfig",
+    "LossConfig",
     "ModelConfig",
     "RolloutConfig",
     "RunConfig",
+    "SamplerConfig",
     "TrainConfig",
+    "WarmstartConfig",
     "apply_overrides",
+    "from_dict",
+    "learner_config",
+    "load",
     "load_config",
     "parse_overrides",
+    "read_yaml",
+    "registered",
     "valid_keys",
 ]
+
+#: Learner fine-tuning modes: LoRA adapters (via peft) or all weights.
+FINETUNE_MODES = ("lora", "full")
+#: KL(pi || reference) estimators (`creditgym.trainers.loss.kl_penalty`).
+KL_TYPES = ("low_var_kl", "kl", "mse")
+#: Parameter dtypes the learner accepts.
+DTYPES = ("float32", "bfloat16", "float16")
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message says which key and what would be right."""
 
 
+_SECTION_CONFIG = ConfigDict(
+    extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+)
+
+
+#: The learner's options validate when built, not on assignment (tests and tools set a field
+#: on a live learner's config, e.g. a smaller token budget); `LearnerConfig.validate` re-checks.
+_LEARNER_CONFIG = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
-    )
+    model_config = _SECTION_CONFIG
 
 
+def _one_of(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> Any:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------ registries
+#: Seam key -> (registry module, function listing its names). A registry module that does not
+#: exist (yet) is skipped; a name it does not list is a `ConfigError` naming the ones it does.
+REGISTRIES: dict[str, tuple[str, str]] = {
+    "rollout.env_backend": ("creditgym.trainers.shards", "available"),
+    "rollout.strategy": ("creditgym.trainers.strategies", "available"),
+    "sampler.name": ("creditgym.trainers.samplers", "available"),
+    "loss.policy": ("creditgym.trainers.losses", "available_policies"),
+    "loss.terms": ("creditgym.trainers.losses", "available_terms"),
+}
+
+
+#: How an error message names each seam's components.
+_SEAM_LABELS = {
+    "rollout.env_backend": "env backend",
+    "rollout.strategy": "rollout strategy",
+    "sampler.name": "task sampler",
+    "loss.policy": "policy loss",
+    "loss.terms": "loss term",
+}
+
+
+def registered(key: str) -> list[str] | None:
+    """The names registered for seam `key` (see `REGISTRIES`), or None if its module is absent."""
+    module_name, function = REGISTRIES[key]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return None
+        raise
+    listing = getattr(module, function, None)
+    if listing is None:
+        return None
+    return sorted(listing())
+
+
+def _check_registered(key: str, names: str | list[str]) -> None:
+    known = registered(key)
+    if known is None:
+        return
+    for name in [names] if isinstance(names, str) else names:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise ValueError(f"unknown {_SEAM_LABELS[key]} {name!r}{hint} (registered: {known})")
+
+
+# -------------------------------------------------------------------------------- sections
 class ModelConfig(_Section):
     name: str = "smollm2-135m"
     """Model to train: "smollm2-135m" (the offline default), "tiny" (random-initialised test
@@ -80,7 +181,7 @@ class AgentConfig(_Section):
     """How many previous (observation, action) pairs the prompt shows."""
     max_prompt_tokens: int = Field(1024, ge=16)
     """Prompt budget; the oldest history steps are dropped (and counted) to fit it."""
-    output_format: Literal["action", "search", "tool", "hiper"] = "action"
+    output_format: Literal[OUTPUT_FORMATS] = "action"  # type: ignore[valid-type]
     """Which tags the agent must write (see `creditgym.agents.parsing`)."""
     temperature: float = Field(1.0, ge=0.0)
     """Sampling temperature during training rollouts (1.0 samples the trained policy)."""
@@ -88,7 +189,7 @@ class AgentConfig(_Section):
     """Nucleus sampling mass during training rollouts."""
     max_new_tokens: int = Field(64, ge=1)
     """Generated tokens per turn at most."""
-    context: Literal["steps", "concat"] = "steps"
+    context: Literal[CONTEXT_MODES] = "steps"  # type: ignore[valid-type]
     """"steps": a fresh prompt per turn; "concat": the episode is one growing token sequence
     (the learner's ``context`` option must match)."""
     admissible_limit: int | None = Field(50, ge=1)
@@ -96,17 +197,30 @@ class AgentConfig(_Section):
     response_prefix: str = ""
     """Text that starts the assistant's reply as part of the prompt (e.g. "<action>"); never
     trained on."""
-    action_match: Literal["strict", "admissible"] = "strict"
+    action_match: Literal[ACTION_MATCH] = "strict"  # type: ignore[valid-type]
     """"admissible": map the output to the admissible action it names (see `creditgym.agents.llm`)."""
     stop: list[str] = Field(default_factory=list)
     """Generation stops after any of these strings (e.g. ["</action>"])."""
 
 
 class BackendConfig(_Section):
-    name: Literal["hf", "vllm", "vllm-server", "openai"] = "hf"
-    """Generation backend (see `creditgym.agents.backends.make_backend`)."""
+    name: str = "hf"
+    """Generation backend, one of `creditgym.agents.backends.available_backends()` ("hf",
+    "vllm", "vllm-server", "openai", and any added with ``register_backend``)."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Backend-specific options (e.g. ``base_url`` for "openai", ``max_model_len`` for vLLM)."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        from creditgym.agents.backends import available_backends
+
+        known = available_backends()
+        if value not in known:
+            near = difflib.get_close_matches(value, known, n=3, cutoff=0.3)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise ValueError(f"unknown backend {value!r}{hint} (registered: {known})")
+        return value
 
 
 class RolloutConfig(_Section):
@@ -114,6 +228,70 @@ class RolloutConfig(_Section):
     """B: distinct tasks per iteration."""
     group_size: int = Field(4, ge=1)
     """G: episodes per task, all reset with the same seed (a group)."""
+    env_backend: str = "inprocess"
+    """Where the envs run: a registered env-shard backend (`creditgym.trainers.shards`;
+    "inprocess": worker processes of this machine, today's pool)."""
+    envs_per_shard: int = Field(8, ge=1)
+    """Envs one shard holds."""
+    strategy: str = "lockstep"
+    """Rollout strategy (`creditgym.trainers.strategies`; "lockstep": every running episode
+    advances one turn per batched generation call)."""
+
+    @field_validator("env_backend")
+    @classmethod
+    def _check_env_backend(cls, value: str) -> str:
+        _check_registered("rollout.env_backend", value)
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _check_strategy(cls, value: str) -> str:
+        _check_registered("rollout.strategy", value)
+        return value
+
+
+class SamplerConfig(_Section):
+    name: str = "uniform"
+    """Task sampler (`creditgym.trainers.samplers`; "uniform": seeded shuffled passes over the
+    train panel)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Options of the named sampler."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        _check_registered("sampler.name", value)
+        return value
+
+
+class LossConfig(_Section):
+    """Which registered losses make up the learner's objective (`creditgym.trainers.losses`).
+
+    The coefficients stay in the ``learner:`` section: ``kl_coef`` and ``kl_type`` for the "kl"
+    term, ``entropy_coef`` for the "entropy" term. A listed term whose coefficient is 0 adds
+    nothing (and ``kl_coef: 0`` skips the reference pass), as before the seam existed.
+    """
+
+    policy: str = "ppo_clip"
+    """Policy loss ("ppo_clip": the clipped surrogate with ``learner.clip_low/clip_high``)."""
+    terms: list[str] = Field(default_factory=lambda: ["kl", "entropy"])
+    """Terms added to the policy loss ("kl": KL to the reference policy, "entropy": the entropy
+    bonus)."""
+
+    @field_validator("policy")
+    @classmethod
+    def _check_policy(cls, value: str) -> str:
+        _check_registered("loss.policy", value)
+        return value
+
+    @field_validator("terms")
+    @classmethod
+    def _check_terms(cls, value: list[str]) -> list[str]:
+        dup = sorted({t for t in value if value.count(t) > 1})
+        if dup:
+            raise ValueError(f"terms listed twice: {dup}")
+        _check_registered("loss.terms", value)
+        return value
 
 
 class CreditConfig(_Section):
@@ -121,6 +299,102 @@ class CreditConfig(_Section):
     """Registered credit module (see `creditgym.credit.available()`)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Overrides of the module's paper defaults, checked against its options dataclass."""
+
+
+@pydantic_dataclass(config=_LEARNER_CONFIG)
+class LearnerConfig:
+    """Options of the policy update (defaults follow verl-agent / GiGPO where they apply).
+
+    A pydantic dataclass: built from keyword arguments (``LearnerConfig(lr=1e-5)``) or a dict, it
+    validates every field; `validate` checks again after fields were changed in place.
+    """
+
+    finetune: str = "lora"
+    """"lora" (adapters via peft; the reference is the adapter-disabled model) or "full"."""
+    lora_r: int = Field(16, ge=1)
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input (0 keeps the old and new policies comparable)."""
+    lora_target_modules: str | list[str] = "all-linear"
+    """Modules that get adapters: "all-linear" or a list of module names."""
+    lr: float = Field(2e-5, gt=0)
+    """AdamW learning rate (LoRA usually wants about 10x a full fine-tune's)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Gradient norm clip per optimizer step (0 disables)."""
+    clip_low: float = Field(0.2, ge=0, lt=1)
+    """PPO clip: the ratio is clipped below at 1 - clip_low."""
+    clip_high: float = Field(0.2, ge=0)
+    """PPO clip: the ratio is clipped above at 1 + clip_high (raise for DAPO-style clip-higher)."""
+    kl_coef: float = 0.01
+    """Weight of the "kl" loss term, KL(pi || reference) (0 disables it and skips the reference
+    pass)."""
+    kl_type: str = "low_var_kl"
+    """KL estimator: "low_var_kl" (k3), "kl" (k1) or "mse" (k2)."""
+    entropy_coef: float = 0.0
+    """Weight of the "entropy" loss term, the entropy bonus (subtracted from the loss)."""
+    value_coef: float = 0.5
+    """Weight of the value-head loss (trained when the credit module returns value targets)."""
+    epochs: int = Field(1, ge=1)
+    """Passes over the batch per update."""
+    mini_batches: int = Field(2, ge=1)
+    """Optimizer steps per epoch (the batch is shuffled and split; >= 2 makes clipping matter)."""
+    micro_batch_tokens: int = Field(2048, ge=16)
+    """Token budget of one forward/backward (padded length x samples); gradients accumulate."""
+    context: str = "steps"
+    """"steps" (one sample per step) or "concat" (one sequence per episode; env tokens masked)."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature of the rollouts; logits are divided by it when scoring tokens."""
+    dtype: str = "float32"
+    """Parameter dtype ("float32" is the fast one on CPUs without bf16 units)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, about 30% slower)."""
+    answer_prefix: str = "</think>\n<answer>"
+    """IGPO: text put between the context and the ground-truth answer when scoring it
+    (`creditgym.trainers.answer_scoring.DEFAULT_ANSWER_PREFIX`)."""
+    seed: int = 0
+    """Seed of the mini-batch shuffling (combined with the update counter)."""
+
+    @field_validator("finetune")
+    @classmethod
+    def _check_finetune(cls, value: str) -> str:
+        return _one_of("finetune", value, FINETUNE_MODES)
+
+    @field_validator("kl_type")
+    @classmethod
+    def _check_kl_type(cls, value: str) -> str:
+        return _one_of("kl_type", value, KL_TYPES)
+
+    @field_validator("context")
+    @classmethod
+    def _check_context(cls, value: str | None) -> str | None:
+        return value if value is None else _one_of("context", value, CONTEXT_MODES)
+
+    @field_validator("dtype")
+    @classmethod
+    def _check_dtype(cls, value: str) -> str:
+        return _one_of("dtype", value, DTYPES)
+
+    def validate(self) -> None:
+        """Check the fields again (they are checked on construction, not on assignment)."""
+        type(self).__pydantic_validator__.validate_python(dataclasses.asdict(self))
+
+
+@pydantic_dataclass(config=_LEARNER_CONFIG)
+class LearnerSection(LearnerConfig):
+    """The ``learner:`` section: `LearnerConfig`, with ``temperature`` and ``context`` left to
+    follow the agent unless set (`TrainConfig.resolved_learner` fills them in)."""
+
+    context: str | None = None
+    """"steps" or "concat"; None (the default) follows ``agent.context``, which it must equal."""
+    temperature: float | None = Field(None, gt=0)
+    """Scoring temperature; None (the default) follows ``agent.temperature`` (1.0 when that is
+    0, greedy), which it must equal when the agent samples."""
 
 
 class WarmstartConfig(_Section):
@@ -189,12 +463,15 @@ class TrainConfig(_Section):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    """How each iteration's tasks are drawn from the train panel."""
     credit: CreditConfig = Field(default_factory=CreditConfig)
     warmstart: WarmstartConfig = Field(default_factory=WarmstartConfig)
     """Behaviour cloning of the env's expert before RL (`creditgym.trainers.warmstart`); the run then
     trains the cloned model, which is also its KL reference."""
-    learner: dict[str, Any] = Field(default_factory=dict)
-    """Fields of `creditgym.trainers.learner.LearnerConfig` (e.g. ``lr``, ``lora_r``, ``micro_batch_size``)."""
+    learner: LearnerSection = Field(default_factory=LearnerSection)
+    """The policy update (`LearnerConfig`: e.g. ``lr``, ``lora_r``, ``micro_batch_tokens``)."""
+    loss: LossConfig = Field(default_factory=LossConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     train: RunConfig = Field(default_factory=RunConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -212,22 +489,16 @@ class TrainConfig(_Section):
             raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("learner")
-    @classmethod
-    def _check_learner(cls, value: dict[str, Any]) -> dict[str, Any]:
-        learner_config(value)  # raises with the nearest field names
-        return value
-
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainConfig:
-        temp = self.learner.get("temperature")
+        temp = self.learner.temperature
         if temp is not None and self.agent.temperature > 0 and temp != self.agent.temperature:
             raise ValueError(
                 f"learner.temperature={temp} differs from agent.temperature="
                 f"{self.agent.temperature}: the learner must score tokens at the sampling "
                 "temperature (leave learner.temperature unset to follow the agent)"
             )
-        ctx = self.learner.get("context")
+        ctx = self.learner.context
         if ctx is not None and ctx != self.agent.context:
             raise ValueError(
                 f"learner.context={ctx!r} differs from agent.context={self.agent.context!r} "
@@ -239,22 +510,28 @@ class TrainConfig(_Section):
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
+    def resolved_learner(self, **changes: Any) -> LearnerConfig:
+        """The `LearnerConfig` the learner gets: the section, with ``temperature`` and
+        ``context`` following the agent where unset, and `changes` applied."""
+        options = dataclasses.asdict(self.learner)
+        if options["temperature"] is None:
+            options["temperature"] = self.agent.temperature or 1.0
+        if options["context"] is None:
+            options["context"] = self.agent.context
+        return learner_config({**options, **changes})
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def learner_config(options: dict[str, Any]) -> Any:
-    """Build a `creditgym.trainers.learner.LearnerConfig` from a dict, checking every key and type."""
-    from pydantic import TypeAdapter
-
-    from creditgym.trainers.learner import LearnerConfig
-
+def learner_config(options: Mapping[str, Any]) -> LearnerConfig:
+    """Build a `LearnerConfig` from a mapping, naming the nearest field of an unknown key."""
     known = [f.name for f in dataclasses.fields(LearnerConfig)]
     for key in options:
         if key not in known:
             raise ValueError(_unknown_message(f"learner.{key}", [f"learner.{k}" for k in known]))
     try:
-        return TypeAdapter(LearnerConfig).validate_python(dict(options))
+        return LearnerConfig(**dict(options))
     except ValidationError as exc:
         problems = "; ".join(
             f"learner.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
@@ -262,23 +539,22 @@ def learner_config(options: dict[str, Any]) -> Any:
         raise ValueError(problems) from None
 
 
-def valid_keys(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
+def _fields(schema: Any) -> dict[str, Any] | None:
+    """The pydantic fields of a model or pydantic dataclass (None for anything else)."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return dict(schema.model_fields)
+    return getattr(schema, "__pydantic_fields__", None) if isinstance(schema, type) else None
+
+
+def valid_keys(model: type[Any] = TrainConfig, prefix: str = "") -> list[str]:
     """Every dotted key the schema accepts (open dicts are listed by their own name)."""
     keys = []
-    for name, field in model.model_fields.items():
+    for name, field in (_fields(model) or {}).items():
         dotted = f"{prefix}{name}"
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys.extend(valid_keys(ann, dotted + "."))
+        if _fields(field.annotation) is not None:
+            keys.extend(valid_keys(field.annotation, dotted + "."))
         else:
             keys.append(dotted)
-    if model is TrainConfig:
-        try:
-            from creditgym.trainers.learner import LearnerConfig
-
-            keys.extend(f"learner.{f.name}" for f in dataclasses.fields(LearnerConfig))
-        except ImportError:
-            pass
     return keys
 
 
@@ -296,12 +572,15 @@ def _unknown_message(key: str, candidates: list[str]) -> str:
     return f"unknown config key {key!r}{hint}"
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
-    candidates = valid_keys()
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
+
+
+def _format_errors(exc: ValidationError, source: str, schema: type[Any] = TrainConfig) -> str:
+    candidates = valid_keys(schema)
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "config"
-        if err["type"] == "extra_forbidden":
+        if err["type"] in _UNKNOWN:
             lines.append(_unknown_message(loc, candidates))
         elif err["type"] == "value_error":
             msg = str(err.get("ctx", {}).get("error", err["msg"]))
@@ -395,32 +674,50 @@ def check_legacy(data: Any, source: str) -> None:
         )
 
 
-def from_dict(data: dict[str, Any], source: str = "<dict>") -> TrainConfig:
-    """Validate a plain dict as a `TrainConfig`, raising `ConfigError` with readable messages."""
+def from_dict(data: dict[str, Any], source: str = "<dict>", schema: type[M] = TrainConfig) -> M:
+    """Validate a plain dict as `schema` (a `TrainConfig` by default), raising `ConfigError`."""
     check_legacy(data, source)
     try:
-        return TrainConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_errors(exc, source, schema)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (or start from defaults), apply ``key=value`` overrides, validate."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds ({} for an empty file); `ConfigError` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return loaded or {}
+
+
+def load(
+    schema: type[M],
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> M:
+    """The one loader: read a YAML file (or start from the defaults), apply dotted overrides
+    (``key=value`` strings or an already parsed dict), validate as `schema`."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
-        data = loaded or {}
+        data = read_yaml(path)
         source = str(path)
     if overrides:
-        data = apply_overrides(data, parse_overrides(overrides))
+        parsed = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
+        data = apply_overrides(data, parsed)
         source += " + overrides"
-    return from_dict(data, source)
+    return from_dict(data, source, schema)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> TrainConfig:
+    """Read a training config (or start from defaults), apply ``key=value`` overrides, validate."""
+    return load(TrainConfig, path, overrides)

@@ -47,91 +47,18 @@ import torch
 
 from creditgym.credit.base import Advantages
 from creditgym.credit.trajectory import Step, TrajectoryGroup, flat_steps
-from creditgym.trainers.answer_scoring import DEFAULT_ANSWER_PREFIX, score_answers
+from creditgym.trainers.answer_scoring import score_answers
 from creditgym.trainers.batching import pad_right, token_batches
+from creditgym.trainers.config import LearnerConfig
 from creditgym.trainers.heads import ValueHeads, check_heads, read_offset, value_loss, value_targets
 from creditgym.trainers.loss import (
-    KL_TYPES,
     TokenBatch,
     approx_kl_old,
     token_logprobs_and_entropy,
 )
 from creditgym.trainers.losses import DEFAULT_POLICY, DEFAULT_TERMS, build_objective
 
-CONTEXT_MODES = ("steps", "concat")
-FINETUNE_MODES = ("lora", "full")
 NEEDS = ("entropies", "values", "answer_logprobs")
-
-
-@dataclass
-class LearnerConfig:
-    """Options of the policy update (defaults follow verl-agent / GiGPO where they apply)."""
-
-    finetune: str = "lora"
-    """"lora" (adapters via peft; the reference is the adapter-disabled model) or "full"."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: int = 32
-    """LoRA scaling numerator (the update is scaled by alpha / r)."""
-    lora_dropout: float = 0.0
-    """Dropout on the LoRA input (0 keeps the old and new policies comparable)."""
-    lora_target_modules: str | list[str] = "all-linear"
-    """Modules that get adapters: "all-linear" or a list of module names."""
-    lr: float = 2e-5
-    """AdamW learning rate (LoRA usually wants about 10x a full fine-tune's)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW betas."""
-    max_grad_norm: float = 1.0
-    """Gradient norm clip per optimizer step (0 disables)."""
-    clip_low: float = 0.2
-    """PPO clip: the ratio is clipped below at 1 - clip_low."""
-    clip_high: float = 0.2
-    """PPO clip: the ratio is clipped above at 1 + clip_high (raise for DAPO-style clip-higher)."""
-    kl_coef: float = 0.01
-    """Weight of KL(pi || reference) in the loss (0 disables and skips the reference pass)."""
-    kl_type: str = "low_var_kl"
-    """KL estimator: "low_var_kl" (k3), "kl" (k1) or "mse" (k2)."""
-    entropy_coef: float = 0.0
-    """Weight of the entropy bonus (subtracted from the loss)."""
-    value_coef: float = 0.5
-    """Weight of the value-head loss (trained when the credit module returns value targets)."""
-    epochs: int = 1
-    """Passes over the batch per update."""
-    mini_batches: int = 2
-    """Optimizer steps per epoch (the batch is shuffled and split; >= 2 makes clipping matter)."""
-    micro_batch_tokens: int = 2048
-    """Token budget of one forward/backward (padded length x samples); gradients accumulate."""
-    context: str = "steps"
-    """"steps" (one sample per step) or "concat" (one sequence per episode; env tokens masked)."""
-    temperature: float = 1.0
-    """Sampling temperature of the rollouts; logits are divided by it when scoring tokens."""
-    dtype: str = "float32"
-    """Parameter dtype ("float32" is the fast one on CPUs without bf16 units)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (less memory, about 30% slower)."""
-    answer_prefix: str = DEFAULT_ANSWER_PREFIX
-    """IGPO: text put between the context and the ground-truth answer when scoring it."""
-    seed: int = 0
-    """Seed of the mini-batch shuffling (combined with the update counter)."""
-
-    def validate(self) -> None:
-        checks = [
-            (self.finetune in FINETUNE_MODES, f"finetune must be one of {list(FINETUNE_MODES)}"),
-            (self.context in CONTEXT_MODES, f"context must be one of {list(CONTEXT_MODES)}"),
-            (self.kl_type in KL_TYPES, f"kl_type must be one of {list(KL_TYPES)}"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.mini_batches >= 1, "mini_batches must be >= 1"),
-            (self.micro_batch_tokens >= 16, "micro_batch_tokens must be >= 16"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.temperature > 0, "temperature must be > 0"),
-            (0 <= self.clip_low < 1 and self.clip_high >= 0, "clip_low in [0, 1), clip_high >= 0"),
-            (self.dtype in ("float32", "bfloat16", "float16"), "dtype must be a float type"),
-        ]
-        bad = [msg for ok, msg in checks if not ok]
-        if bad:
-            raise ValueError("invalid LearnerConfig: " + "; ".join(bad))
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-KL_TYPES = ("low_var_kl", "kl", "mse")
+from creditgym.trainers.config import KL_TYPES
 
 
 def token_logprobs_and_entropy(

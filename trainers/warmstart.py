@@ -31,7 +31,7 @@ import numpy as np
 from creditgym.agents.base import Context, Turn
 from creditgym.agents.oracle import OracleAgent
 from creditgym.credit.trajectory import TrajectoryGroup
-from creditgym.trainers.config import TrainConfig, learner_config
+from creditgym.trainers.config import TrainConfig
 from creditgym.trainers.rollout import EnvPool, collect
 from creditgym.trainers.wiring import make_agent
 
@@ -177,11 +177,8 @@ def _learner_and_agent(config: TrainConfig, model_path: str, lr: float) -> tuple
     """The learner to clone into (no KL, temperature 1) and the agent that records demos."""
     from creditgym.trainers.learner import Learner
 
-    options = dict(config.learner)
-    options.update(
-        lr=lr, kl_coef=0.0, temperature=1.0, context=config.agent.context, seed=config.seed
-    )
-    learner = Learner(learner_config(options), model_path)
+    options = config.resolved_learner(lr=lr, kl_coef=0.0, temperature=1.0, seed=config.seed)
+    learner = Learner(options, model_path)
     llm, _ = make_agent(config.agent, None, learner.tokenizer)
     return learner, DemonstrationAgent(llm)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from creditgym import credit
 from creditgym.agents.backends.base import Generation, SamplingConfig
-from creditgym.trainers.config import AgentConfig, TrainConfig, learner_config
+from creditgym.trainers.config import AgentConfig, TrainConfig
 from creditgym.trainers.rollout import EnvPool
 
 __all__ = [
@@ -90,11 +90,8 @@ def make_learner(cfg: TrainConfig, model_path: str, module: Any = None) -> Any:
     in the agent's context mode unless the section says otherwise."""
     from creditgym.trainers.learner import Learner
 
-    learner_options = dict(cfg.learner)
-    learner_options.setdefault("temperature", cfg.agent.temperature or 1.0)
-    learner_options.setdefault("context", cfg.agent.context)
     return Learner(
-        learner_config(learner_options),
+        cfg.resolved_learner(),
         model_path,
         value_heads=None if module is None else module.value_heads,
         loss_policy=cfg.loss.policy,
