@@ -580,7 +580,8 @@
     setupPanZoom();
     renderGroup();
     const now = performance.now();
-    window.__viewer = { ready: true, firstRenderMs: now, scriptMs: now - t0 };
+    window.__viewer = { ready: true, firstRenderMs: now, scriptMs: now - t0, frameMs: null };
+    requestAnimationFrame(() => { window.__viewer.frameMs = performance.now(); });
   }
 
   try {
