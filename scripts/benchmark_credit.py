@@ -22,7 +22,6 @@ import math
 import multiprocessing as mp
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,33 +35,10 @@ from creditgym import (
 from creditgym.agents import TabularSoftmaxAgent
 from creditgym.agents.hier_tabular import HierTabularAgent
 from creditgym.envs.base import Panel
+from creditgym.trainers.bench_config import BenchmarkConfig
+from creditgym.trainers.config import ConfigError, load, parse_overrides
 from creditgym.trainers.rollout import EnvPool, collect
-from creditgym.trainers.viewer.bench import parse_iterations, write_benchmark_dump
-
-
-@dataclass
-class BenchConfig:
-    env: str
-    env_kwargs: dict[str, Any]
-    methods: list[str]
-    seeds: int
-    iterations: int = 40
-    groups: int = 8
-    group_size: int = 8
-    tasks: int = 8
-    lr: float = 3.0
-    gamma: float = 0.95
-    eval_every: int = 2
-    eval_episodes: int = 4
-    fidelity_every: int = 5
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    agent: str = "tabular"
-    prior_beta: float | None = None
-    prior_success: float = 0.2
-    adv_scale: str = "rms"
-    #: Iterations whose steps are dumped per method and seed (the viewer's input), and where.
-    dump_iterations: list[int] = field(default_factory=list)
-    dump_dir: str = ""
+from creditgym.trainers.viewer.bench import write_benchmark_dump
 
 
 # ----------------------------------------------------------------------------- exact values
@@ -186,7 +162,7 @@ class ExactValues:
 
 
 # ----------------------------------------------------------------------------- one run
-def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str, Any]:
+def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict[str, Any]:
     module = credit.make(method, **cfg.method_options.get(method, {}))
     # A module with span advantages (HiPER) needs a policy that emits those spans.
     hierarchical = cfg.agent == "hier_tabular" or getattr(module, "span_names", None)
@@ -249,7 +225,7 @@ def run_one(cfg: BenchConfig, method: str, seed: int, progress=None) -> dict[str
         if it in cfg.dump_iterations:  # before the update: A^pi of the policy that acted
             ref = exact.step_advantages(agent, batch.groups, chosen) if exact else None
             write_benchmark_dump(
-                cfg.dump_dir,
+                cfg.out,
                 method,
                 seed,
                 it,
@@ -297,7 +273,7 @@ def mean_ci(xs: list[float]) -> dict[str, float | None]:
     return {"mean": float(np.mean(xs)), "ci95": float(stats.t.ppf(0.975, len(xs) - 1) * sem)}
 
 
-def summarise(cfg: BenchConfig, runs: list[dict]) -> dict[str, Any]:
+def summarise(cfg: BenchmarkConfig, runs: list[dict]) -> dict[str, Any]:
     methods = {}
     for m in cfg.methods:
         rs = [r for r in runs if r["method"] == m]
@@ -313,7 +289,9 @@ def summarise(cfg: BenchConfig, runs: list[dict]) -> dict[str, Any]:
             "credit_ms_per_1k_steps": float(np.mean([r["credit_ms_per_1k_steps"] for r in rs])),
         }
     hashes = sorted({r["panel_hash"] for r in runs})
-    config = {**asdict(cfg), "panel_hash": hashes[0] if len(hashes) == 1 else hashes}
+    config = cfg.model_dump(mode="json", exclude={"out", "workers"})
+    config["dump_dir"] = cfg.out
+    config["panel_hash"] = hashes[0] if len(hashes) == 1 else hashes
     config["prior_beta_used"] = sorted({round(r["prior_beta"], 4) for r in runs})
     config["prior_success_exact"] = float(np.mean([r["prior_success_exact"] for r in runs]))
     return {"methods": methods, "config": config}
@@ -402,106 +380,65 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- main
-#: Options a tabular run gives modules whose defaults read model outputs (explicit
-#: --method-options win): HiPER has no value heads here, so it runs critic-free, bootstrapping
-#: segment ends with the trajectory's own return (with the group mean there, short segments
-#: cut the outcome off the action advantages: 0.15 vs 0.8+ success on KeyRooms medium).
-TABULAR_DEFAULTS: dict[str, dict[str, Any]] = {
-    "hiper": {"values": "group", "group_bootstrap": "return"}
+#: Flags that are sugar for a config override: flag -> (config key, type; None: JSON).
+FLAGS: dict[str, tuple[str, Any]] = {
+    "--env": ("env", str),
+    "--env-kwargs": ("env_kwargs", None),
+    "--agent": ("agent", str),
+    "--methods": ("methods", str),
+    "--method-options": ("method_options", None),
+    "--seeds": ("seeds", int),
+    "--iterations": ("iterations", int),
+    "--groups": ("groups", int),
+    "--group-size": ("group_size", int),
+    "--tasks": ("tasks", int),
+    "--lr": ("lr", float),
+    "--adv-scale": ("adv_scale", str),
+    "--prior-success": ("prior_success", float),
+    "--prior-beta": ("prior_beta", float),
+    "--eval-every": ("eval_every", int),
+    "--eval-episodes": ("eval_episodes", int),
+    "--fidelity-every": ("fidelity_every", int),
+    "--dump-iterations": ("dump_iterations", str),
+    "--workers": ("workers", int),
+    "--out": ("out", str),
 }
 
 
-def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path, int]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--env", default="creditgym/KeyRooms-v0")
-    p.add_argument("--env-kwargs", default="{}", help="JSON dict passed to gymnasium.make")
-    p.add_argument(
-        "--agent",
-        default="tabular",
-        choices=["tabular", "hier_tabular"],
-        help="tabular: flat softmax policy (hierarchical for modules with span advantages, "
-        "i.e. hiper); hier_tabular: the hierarchical switch/subgoal/action policy for all",
+def parse_args(argv: list[str] | None) -> BenchmarkConfig:
+    """The benchmark's config: ``--config FILE`` (or the defaults), then the flags, then the
+    trailing ``key=value`` overrides. A flag is sugar for its key (``--seeds 5`` is ``seeds=5``)
+    and has no default of its own: every default is `BenchmarkConfig`'s."""
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+        epilog="Each flag sets the config key in brackets; any key can also be given as key=value.",
     )
-    p.add_argument(
-        "--methods", default="grpo,rloo,gigpo", help=f"comma list of {credit.available()}"
-    )
-    p.add_argument(
-        "--method-options", default="{}", help='JSON, e.g. {"gigpo": {"mode": "mean_norm"}}'
-    )
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--iterations", type=int, default=40)
-    p.add_argument("--groups", type=int, default=8, help="B: tasks per iteration")
-    p.add_argument("--group-size", type=int, default=8, help="G: episodes per task")
-    p.add_argument("--tasks", type=int, default=8, help="size of the train-panel subset")
-    p.add_argument("--lr", type=float, default=3.0)
-    p.add_argument(
-        "--adv-scale",
-        choices=["rms", "none"],
-        default="rms",
-        help="rms: divide each batch's advantages by their RMS before the update, so methods\n"
-        "differ only in how they distribute credit, not in step size; none: use them as is",
-    )
-    p.add_argument(
-        "--prior-success",
-        type=float,
-        default=0.2,
-        help="start every method from the policy softmax(beta * A*(s,a)) whose exact success\n"
-        "probability within the step limit is this (beta found by bisection); 0: uniform",
-    )
-    p.add_argument("--prior-beta", type=float, default=None, help="fix beta instead")
-    p.add_argument("--eval-every", type=int, default=2)
-    p.add_argument("--eval-episodes", type=int, default=4)
-    p.add_argument("--fidelity-every", type=int, default=5, help="0 disables fidelity")
-    p.add_argument(
-        "--dump-iterations",
-        default="0,10,20",
-        help="iterations whose steps are written per method and seed to DIR/trajectories/, with\n"
-        "the exact A^pi of the acting policy, for scripts/view.py ('none' writes nothing)",
-    )
-    p.add_argument("--workers", type=int, default=min(2, mp.cpu_count()))
-    p.add_argument("--out", default="runs/benchmark_credit")
+    p.add_argument("--config", help="YAML file of BenchmarkConfig keys")
+    fields = BenchmarkConfig.model_fields
+    for flag, (key, kind) in FLAGS.items():
+        doc = " ".join((fields[key].description or "").split())
+        default = fields[key].get_default(call_default_factory=True)
+        p.add_argument(flag, type=kind or str, default=None, help=f"[{key}={default}] {doc}")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     a = p.parse_args(argv)
+    given: dict[str, Any] = {}
+    for flag, (key, kind) in FLAGS.items():
+        value = getattr(a, flag.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        if kind is None:
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                p.error(f"{flag}: invalid JSON: {exc}")
+        given[key] = value
     try:
-        env_kwargs = json.loads(a.env_kwargs)
-        method_options = json.loads(a.method_options)
-    except json.JSONDecodeError as exc:
-        p.error(f"invalid JSON: {exc}")
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    for m in methods:
-        opts = {**TABULAR_DEFAULTS.get(m, {}), **method_options.get(m, {})}
-        if opts:
-            method_options[m] = opts  # recorded in the summary's config
-        module = credit.make(m, **opts)  # fails fast on unknown names/options
-        if module.needs:
-            p.error(f"{m} needs {sorted(module.needs)} from an LLM; use the LLM benchmark")
-    try:
-        dump_iterations = parse_iterations(a.dump_iterations)
-    except ValueError as exc:
-        p.error(f"--dump-iterations: {exc}")
-    if a.eval_every < 1 or a.iterations < 1 or a.seeds < 1:
-        p.error("--iterations, --seeds and --eval-every must be >= 1")
-    cfg = BenchConfig(
-        env=a.env,
-        env_kwargs=env_kwargs,
-        methods=methods,
-        seeds=a.seeds,
-        iterations=a.iterations,
-        groups=a.groups,
-        group_size=a.group_size,
-        tasks=a.tasks,
-        lr=a.lr,
-        eval_every=a.eval_every,
-        eval_episodes=a.eval_episodes,
-        fidelity_every=a.fidelity_every,
-        method_options=method_options,
-        agent=a.agent,
-        prior_beta=a.prior_beta,
-        prior_success=a.prior_success,
-        adv_scale=a.adv_scale,
-        dump_iterations=[k for k in dump_iterations if k < a.iterations],
-        dump_dir=a.out,
-    )
-    return cfg, Path(a.out), a.workers
+        given.update(parse_overrides(a.overrides))
+        return load(BenchmarkConfig, a.config, given).resolved()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -515,7 +452,9 @@ def main(argv: list[str] | None = None) -> dict:
         TimeRemainingColumn,
     )
 
-    cfg, out, workers = parse_args(argv)
+    cfg = parse_args(argv)
+    out = Path(cfg.out)
+    workers = cfg.workers or min(2, mp.cpu_count())
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(m, s) for s in range(cfg.seeds) for m in cfg.methods]
     total = len(jobs) * cfg.iterations

@@ -63,4 +63,4 @@ def test_benchmark_dumps_exact_advantages_and_view_reads_them(tmp_path):
     missing = _run("scripts/view.py", str(tmp_path), "--out", str(page))
     assert missing.returncode == 2 and "neither a training run" in missing.stderr
     bad_flag = _run("scripts/benchmark_credit.py", "--dump-iterations", "1,x", "--out", str(out))
-    assert bad_flag.returncode == 2 and "--dump-iterations" in bad_flag.stderr
+    assert bad_flag.returncode == 2 and "dump_iterations" in bad_flag.stderr
