@@ -212,7 +212,7 @@
     const heads = [["traj", "traj", ""], ["t", "t", "num"], ["pv", "policy", "num"], ["obs", "observation", ""],
       ["action", "action", ""], ["valid", "valid", ""], ["reward", "reward", "num"]];
     for (const c of columns) heads.push([c.key, c.label, "num" + (c.isRef ? " ref" : "")]);
-    if (state.diffA && state.diffB) heads.push(["diff", `${labelOf(state.diffA)} − ${labelOf(state.diffB)}`, "num"]);
+    if (state.diffA && state.diffB) heads.push(["diff", `${shortLabel(state.diffA)} − ${shortLabel(state.diffB)}`, "num"]);
     heads.push(["signs", "signs", ""]);
     const tr = el("tr");
     for (const [key, label, cls] of heads) {
@@ -268,7 +268,7 @@
       note.append(`steps taken in node ${state.node} `, el("button", { type: "button", text: "show all", onclick: () => { state.node = null; renderGraph(); renderTable(); } }));
     }
   }
-  function labelOf(k) { const c = colByKey(k); return c ? c.label : k; }
+  function shortLabel(k) { const c = colByKey(k); return c ? c.label.replace(" (trained)", "") : k; }
 
   // ------------------------------------------------------------------ graph
   function renderGraph() {
