@@ -5,12 +5,17 @@
     python scripts/evaluate.py --run runs/demo --panel test --tasks 100
     python scripts/evaluate.py --run runs/demo --start --panel test --tasks 100   # before training
     python scripts/evaluate.py --model smollm2-135m --config scripts/configs/demo.yaml --tasks 64
+    python scripts/evaluate.py --run runs/demo --tasks 64 agent.temperature=0.5 env.kwargs.max_steps=20
 
 One episode per task on the first ``--tasks`` tasks of the panel, with fixed reset seeds, so two
 reports with the same panel hash are comparable. The report holds success overall and per task
 type, mean return, invalid-action rate, the per-task results, the panel hash and the settings.
 ``--model`` takes "smollm2-135m" (default), "tiny", a local Hugging Face folder or a hub id;
 ``--backend openai`` (evaluation only) takes ``--backend-kwargs '{"base_url": ...}'``.
+
+Settings come from the one config loader: the run's saved config, a ``--config`` file or the
+defaults, then dotted ``key=value`` overrides (`creditgym.trainers.config`). The agent and env
+flags are sugar for those overrides (the config key is in brackets in ``--help``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from creditgym.trainers.config import AgentConfig, ConfigError
+from creditgym.trainers.config import (
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    load_config,
+    parse_overrides,
+)
 from creditgym.trainers.evaluation import evaluate_policy
 from creditgym.trainers.rollout import EnvPool
 
@@ -35,6 +46,31 @@ def _json_dict(parser: argparse.ArgumentParser, text: str, flag: str) -> dict[st
     if not isinstance(value, dict):
         parser.error(f"{flag} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+#: Flags that are sugar for a config override: flag -> config key (JSON flags are dicts).
+FLAGS = {
+    "--env": "env.id",
+    "--env-kwargs": "env.kwargs",
+    "--backend": "backend.name",
+    "--backend-kwargs": "backend.kwargs",
+    "--temperature": "agent.temperature",
+    "--history-length": "agent.history_length",
+    "--max-new-tokens": "agent.max_new_tokens",
+    "--output-format": "agent.output_format",
+    "--seed": "eval.seed",
+}
+_JSON_FLAGS = ("--env-kwargs", "--backend-kwargs")
+
+
+def _overrides(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, as dotted overrides, then the trailing ``key=value`` ones."""
+    out: dict[str, Any] = {}
+    for flag, key in FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            out[key] = _json_dict(p, value, flag) if flag in _JSON_FLAGS else value
+    return {**out, **parse_overrides(args.overrides)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,29 +87,54 @@ def main(argv: list[str] | None = None) -> int:
         "--config",
         help="with --model: take the agent and env settings from this training config",
     )
-    p.add_argument("--env", help="registered env id (default: the run's or the config's)")
-    p.add_argument("--env-kwargs", default=None, help="JSON dict for gymnasium.make")
+    p.add_argument("--env", help="[env.id] registered env id (default: the run's or the config's)")
+    p.add_argument("--env-kwargs", help="[env.kwargs] JSON dict for gymnasium.make")
     p.add_argument("--panel", default="valid", help="split: train, valid or test")
     p.add_argument("--tasks", type=int, default=50, help="first N tasks of the panel")
-    p.add_argument("--backend", default="hf", help="hf, vllm, vllm-server or openai")
-    p.add_argument("--backend-kwargs", default="{}", help="JSON dict for the backend")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
-    p.add_argument("--seed", type=int, default=1234, help="reset and sampling seed")
-    p.add_argument("--history-length", type=int, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--output-format", default=None, help="action, search, tool or hiper")
-    p.add_argument("--out", help="report path (default: <run>/eval/<panel>.json or stdout only)")
-    args = p.parse_args(argv)
-    backend_kwargs = _json_dict(p, args.backend_kwargs, "--backend-kwargs")
-    cli_env_kwargs = (
-        None if args.env_kwargs is None else _json_dict(p, args.env_kwargs, "--env-kwargs")
+    p.add_argument(
+        "--backend",
+        help="[backend.name] with --model: a registered backend (default hf; a --config's "
+        "backend is not used)",
     )
+    p.add_argument("--backend-kwargs", help="[backend.kwargs] JSON dict for the backend")
+    p.add_argument("--temperature", type=float, help="[agent.temperature] sampling temperature")
+    p.add_argument("--seed", type=int, help="[eval.seed] reset and sampling seed (default 1234)")
+    p.add_argument("--history-length", type=int, help="[agent.history_length]")
+    p.add_argument("--max-new-tokens", type=int, help="[agent.max_new_tokens]")
+    p.add_argument("--output-format", help="[agent.output_format] action, search, tool or hiper")
+    p.add_argument("--out", help="report path (default: <run>/eval/<panel>.json or stdout only)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides of the training config (agent.*, env.*, backend.*, eval.seed)",
+    )
+    args = p.parse_args(argv)
     if not args.run and not args.env and not args.config:
         p.error("--env (or --config) is required with --model")
     if args.config and args.run:
         p.error("--config goes with --model; a --run has its own config")
     if args.start and not args.run:
         p.error("--start needs --run")
+    try:
+        overrides = _overrides(p, args)
+        if args.run:
+            from creditgym.trainers.run_folder import load_run_config
+
+            base = load_run_config(args.run)
+        else:
+            base = load_config(args.config)
+        # The settings this evaluation uses: the run's or the config's, with the overrides.
+        config = from_dict(
+            apply_overrides(base.model_dump(mode="json"), overrides),
+            f"{args.run or args.config or 'defaults'} + overrides",
+        )
+        if not args.run:  # a training config's backend describes its training, not this report
+            backend_overrides = {k: v for k, v in overrides.items() if k.startswith("backend.")}
+            backend_cfg = from_dict(apply_overrides({}, backend_overrides), "--backend").backend
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     import torch
 
@@ -81,33 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     from creditgym.trainers.seeding import seed_everything
     from creditgym.trainers.wiring import make_agent
 
-    seed_everything(args.seed)
-    config = None
-    try:
-        if args.run:
-            from creditgym.trainers.run_folder import load_run_config
-
-            config = load_run_config(args.run)
-        elif args.config:
-            from creditgym.trainers.config import load_config
-
-            config = load_config(args.config)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    agent_cfg = config.agent if config else AgentConfig()
-    env_id = args.env or (config.env.id if config else None)
-    env_kwargs = cli_env_kwargs
-    if env_kwargs is None:
-        env_kwargs = config.env.kwargs if config else {}
+    seed_everything(config.eval.seed)
+    env_id, env_kwargs = config.env.id, config.env.kwargs
     if args.run:
         from creditgym.trainers.train import Trainer
 
-        trainer = Trainer(config, run_dir=args.run, resume=True)
+        trainer = Trainer(base, run_dir=args.run, resume=True)
         trainer.build(pools=False)
         iteration = 0 if args.start else trainer.load_latest_weights()
-        agent = trainer.agent
+        agent = trainer.agent if config.agent == base.agent else None
         backend = trainer.backend
+        backend_name = base.backend.name
+        tokenizer = trainer.agent.tokenizer
         model_name = f"{args.run} (iteration {iteration})"
     else:
         from transformers import AutoTokenizer
@@ -116,32 +162,16 @@ def main(argv: list[str] | None = None) -> int:
 
         model_name = args.model or "smollm2-135m"
         path = resolve_model(model_name)
-        backend = make_backend(args.backend, path, **backend_kwargs)
+        backend = make_backend(backend_cfg.name, path, **backend_cfg.kwargs)
+        backend_name = backend_cfg.name
         tokenizer = AutoTokenizer.from_pretrained(path)
         agent = None
-    overrides = {
-        k: v
-        for k, v in {
-            "history_length": args.history_length,
-            "max_new_tokens": args.max_new_tokens,
-            "output_format": args.output_format,
-            "temperature": args.temperature,
-        }.items()
-        if v is not None
-    }
-    try:
-        agent_cfg = AgentConfig.model_validate(agent_cfg.model_dump() | overrides)
-    except Exception as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if agent is None or overrides:
-        agent, _ = make_agent(
-            agent_cfg, backend, agent.tokenizer if agent is not None else tokenizer
-        )
+    if agent is None:
+        agent, _ = make_agent(config.agent, backend, tokenizer)
     pool = EnvPool(env_id, min(args.tasks, 64), split=args.panel, env_kwargs=env_kwargs)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        result = evaluate_policy(agent, pool, args.tasks, seed=args.seed)
+        result = evaluate_policy(agent, pool, args.tasks, seed=config.eval.seed)
     pool.close()
     report = {
         "model": model_name,
@@ -150,10 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         "panel": args.panel,
         "panel_hash": result.pop("panel_hash"),
         "tasks": int(result["episodes"]),
-        "backend": config.backend.name if args.run else args.backend,
+        "backend": backend_name,
         "config": args.config,
-        "agent": agent_cfg.model_dump(),
-        "seed": args.seed,
+        "agent": config.agent.model_dump(),
+        "seed": config.eval.seed,
         "seconds": time.perf_counter() - t0,
         **result,
     }

@@ -48,6 +48,14 @@ def test_evaluate_rejects_bad_arguments() -> None:
     assert proc.returncode == 2 and "--config goes with --model" in proc.stderr
     proc = _run("--model", "tiny", "--env", "creditgym/KeyRooms-v0", "--start")
     assert proc.returncode == 2 and "--start needs --run" in proc.stderr
+    # Flags and overrides go through the config loader: registry names, nearest keys.
+    proc = _run("--model", "tiny", "--env", "creditgym/KeyRooms-v0", "--backend", "tgi")
+    assert proc.returncode == 2 and "unknown backend 'tgi'" in proc.stderr
+    assert "registered: [" in proc.stderr and "'hf'" in proc.stderr
+    proc = _run("--model", "tiny", "--env", "creditgym/KeyRooms-v0", "agent.temprature=0.5")
+    assert proc.returncode == 2 and "did you mean agent.temperature" in proc.stderr
+    proc = _run("--model", "tiny", "--env", "creditgym/KeyRooms-v0", "--output-format", "json")
+    assert proc.returncode == 2 and "agent.output_format" in proc.stderr
 
 
 @pytest.mark.slow
@@ -81,3 +89,13 @@ def test_evaluate_takes_agent_and_env_settings_from_a_config(tmp_path: Path) -> 
     assert report["env_kwargs"] == {"level": "small", "max_steps": 2}
     assert report["agent"]["response_prefix"] == "<action>"
     assert report["agent"]["max_new_tokens"] == 3 and report["config"] == str(cfg)
+    # Trailing overrides and flag sugar change the same keys, on top of the config.
+    proc = _run(
+        "--model", "tiny", "--config", str(cfg), "--tasks", "2", "--out", str(out),
+        "--history-length", "1", "agent.max_new_tokens=2", "env.kwargs.max_steps=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["env_kwargs"] == {"level": "small", "max_steps": 1}
+    assert report["agent"]["max_new_tokens"] == 2 and report["agent"]["history_length"] == 1
+    assert report["agent"]["response_prefix"] == "<action>" and report["seed"] == 1234
