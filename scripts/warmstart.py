@@ -8,7 +8,9 @@
 The demonstrations are played by the env's expert on the train split and recorded in the exact
 prompt format of the config's ``agent:`` section. The merged model lands in ``<out>/model`` and a
 report (NLL per epoch, greedy step accuracy on held-out expert episodes before and after) in
-``<out>/warmstart.json``. Overrides are the same dotted ``key=value`` pairs as scripts/train.py.
+``<out>/warmstart.json``. Overrides are the same dotted ``key=value`` pairs as scripts/train.py;
+the flags are sugar for the ``warmstart:`` section's keys (``--epochs 2`` is
+``warmstart.epochs=2``), whose values in the config file, or else their defaults, apply otherwise.
 """
 
 from __future__ import annotations
@@ -17,39 +19,50 @@ import argparse
 import json
 import sys
 
-from creditgym.trainers.config import ConfigError, load_config
+from creditgym.trainers.config import ConfigError, WarmstartConfig, load_config, parse_overrides
+
+#: Flags that are sugar for ``warmstart.*`` overrides (their defaults are `WarmstartConfig`'s).
+FLAGS = {
+    "--episodes": ("warmstart.episodes", int),
+    "--epochs": ("warmstart.epochs", int),
+    "--lr": ("warmstart.lr", float),
+    "--mini-batches": ("warmstart.mini_batches", int),
+    "--eval-episodes": ("warmstart.eval_episodes", int),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", required=True, help="YAML training config (scripts/configs/)")
     p.add_argument("--out", required=True, help="output folder (model/ and warmstart.json)")
-    p.add_argument("--episodes", type=int, default=64, help="expert episodes on the train split")
-    p.add_argument("--epochs", type=int, default=2, help="passes over the demonstrations")
-    p.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
-    p.add_argument("--mini-batches", type=int, default=8, help="optimizer steps per epoch")
-    p.add_argument(
-        "--eval-episodes", type=int, default=16, help="held-out expert episodes (eval split)"
-    )
+    fields = WarmstartConfig.model_fields
+    for flag, (key, kind) in FLAGS.items():
+        field = fields[key.split(".", 1)[1]]
+        doc = " ".join((field.description or "").split())
+        p.add_argument(flag, type=kind, default=None, help=f"[{key}={field.default}] {doc}")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     args = p.parse_args(argv)
+    given = {
+        key: getattr(args, flag.lstrip("-").replace("-", "_"))
+        for flag, (key, _) in FLAGS.items()
+        if getattr(args, flag.lstrip("-").replace("-", "_")) is not None
+    }
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, {**given, **parse_overrides(args.overrides)})
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if config.warmstart.episodes < 1:
+        print(
+            "error: warmstart.episodes is 0 in the config: give --episodes N "
+            "(or warmstart.episodes=N)",
+            file=sys.stderr,
+        )
         return 2
     from creditgym.trainers.warmstart import warm_start
 
     try:
-        report = warm_start(
-            config,
-            args.out,
-            episodes=args.episodes,
-            epochs=args.epochs,
-            lr=args.lr,
-            mini_batches=args.mini_batches,
-            eval_episodes=args.eval_episodes,
-        )
+        report = warm_start(config, args.out, progress=config.logging.progress)
     except (ValueError, TypeError, RuntimeError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
