@@ -125,3 +125,62 @@ def test_registry_lists_builtin_and_user_envs():
 def test_unknown_id_fails_with_gymnasiums_error():
     with pytest.raises(gymnasium.error.Error):
         gymnasium.make("creditgym/NoSuchEnv-v0")
+
+
+def test_optional_methods_have_declared_defaults():
+    env = Counter()
+    assert not Counter.has_expert() and not Counter.has_model()
+    with pytest.raises(NotImplementedError, match="Counter has no expert"):
+        env.expert_action()
+    with pytest.raises(NotImplementedError, match="Counter has no finite model"):
+        env.model()
+    assert Counter.action_syntax == "action"
+    from creditgym.envs.keyrooms import KeyRoomsEnv
+    from creditgym.envs.search import SearchEnv
+    from creditgym.envs.tooluse import ToolUseEnv
+
+    assert KeyRoomsEnv.has_expert() and KeyRoomsEnv.has_model()
+    assert SearchEnv.has_expert() and not SearchEnv.has_model()
+    assert (SearchEnv.action_syntax, ToolUseEnv.action_syntax) == ("search", "tool")
+
+
+class Encoding(Counter):
+    """Encodes every action as UTF-8 the way an engine bridge (py4j, HTTP) does."""
+
+    def _step(self, action):
+        action.encode("utf-8")
+        return super()._step(action)
+
+
+def test_lone_surrogates_never_reach_the_engine(caplog):
+    env = Encoding()
+    env.reset(options={"task_id": 0})
+    obs, _, _, _, info = env.step("inc\udcff")
+    assert obs == "Nothing happens." and not info["action_valid"]
+    assert env.step("inc")[0] == "n=1"  # plain text is untouched
+    assert envs.base.encodable("é \ud800x\udfff") == "é ?x?"
+    assert envs.base.encodable("naïve → ok") == "naïve → ok"
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs",
+    [
+        ("creditgym/KeyRooms-v0", {"level": "small"}),
+        ("creditgym/Search-v0", {}),
+        ("creditgym/ToolUse-v0", {"families": ["arithmetic"]}),
+        ("creditgym/ALFWorld-v0", {}),
+        ("creditgym/WebShop-v0", {"n_products": 100}),
+    ],
+)
+def test_builtin_envs_take_a_surrogate_action_without_a_traceback(env_id, kwargs, caplog, capfd):
+    caplog.set_level("DEBUG")
+    env = gymnasium.make(env_id, **kwargs).unwrapped
+    try:
+        env.reset(seed=0, options={"task_id": 0})
+        for action in ("go \udcff north", "<search>\udcff</search>", "search[\ud800]"):
+            obs, *_ = env.step(action)
+            assert "\udcff" not in obs and "\ud800" not in obs
+    finally:
+        env.close()
+    logged = caplog.text + "".join(capfd.readouterr())
+    assert "Traceback" not in logged and "UnicodeEncodeError" not in logged

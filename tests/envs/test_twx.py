@@ -62,3 +62,23 @@ def test_panels_use_the_engine_folds_and_replay_deterministically():
             TWXEnv(game="zork")
     finally:
         env.close()
+
+
+def test_a_surrogate_action_logs_no_traceback(caplog, capfd):
+    """A lone surrogate (what a byte-level decoder can emit) used to make py4j log a stack of
+    UnicodeEncodeError tracebacks on every such step; TextEnv.step now replaces it first.
+    (Only the steps are watched: py4j logs socket errors of its own when the JVM shuts down.)"""
+    caplog.set_level("DEBUG")
+    env = TWXEnv(game="coin", split="test", panel_size=2)
+    try:
+        env.reset(options={"task_id": 0})
+        caplog.clear()
+        capfd.readouterr()
+        obs, reward, term, trunc, info = env.step("take \udcff coin")
+        assert not info["action_valid"] and not term
+        assert env.step("look around")[4]["action_valid"]  # the engine is still fine
+        logged = caplog.text + "".join(capfd.readouterr())
+        assert "py4j" in logged  # py4j's DEBUG log is captured here: the check can see it
+        assert "UnicodeEncodeError" not in logged and "Traceback" not in logged
+    finally:
+        env.close()
