@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from creditgym.credit.trajectory import TrajectoryGroup, flat_steps
+from creditgym.trainers import samplers
 from creditgym.trainers.checkpoint import (
-    TaskSampler,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -124,7 +124,9 @@ class Trainer:
         if not pools:
             return
         self.pool, self.eval_pool = make_pools(cfg)
-        self.sampler = TaskSampler(len(self.pool.panel), cfg.seed)
+        self.sampler = samplers.make(
+            cfg.sampler.name, num_tasks=len(self.pool.panel), seed=cfg.seed, **cfg.sampler.options
+        )
 
     def _warm_start(self) -> str:
         """Behaviour-clone the expert into ``<run>/warmstart/model`` once; reuse it on resume."""
@@ -235,7 +237,9 @@ class Trainer:
             self.display.phase(f"rollout turn {turn} ({active} active)")
 
         self.timed.take()
-        batch = collect(self.pool, self.agent, tasks, g, seeds, on_turn=on_turn)
+        batch = collect(
+            self.pool, self.agent, tasks, g, seeds, on_turn=on_turn, strategy=cfg.rollout.strategy
+        )
         times["generate"], gen_tokens = self.timed.take()
         times["env"] = batch.stats.get("time_env_s", 0.0)
         times["prompt"] = max(batch.stats.get("time_agent_s", 0.0) - times["generate"], 0.0)

@@ -15,6 +15,7 @@ from typing import Any
 
 from creditgym import credit
 from creditgym.agents.backends.base import Generation, SamplingConfig
+from creditgym.agents.base import check_format
 from creditgym.trainers.config import AgentConfig, TrainConfig
 from creditgym.trainers.rollout import EnvPool
 
@@ -116,7 +117,10 @@ def make_generation_backend(cfg: TrainConfig, model_path: str, learner: Any) -> 
 def make_pools(cfg: TrainConfig) -> tuple[EnvPool, EnvPool | None]:
     """The training pool (B x G envs on the train split) and the eval pool (None without eval)."""
     b, g = cfg.rollout.tasks_per_iteration, cfg.rollout.group_size
-    pool = EnvPool(cfg.env.id, b * g, split=cfg.env.train_split, env_kwargs=cfg.env.kwargs)
+    shards = {"backend": cfg.rollout.env_backend, "envs_per_shard": cfg.rollout.envs_per_shard}
+    pool = EnvPool(
+        cfg.env.id, b * g, split=cfg.env.train_split, env_kwargs=cfg.env.kwargs, **shards
+    )
     eval_pool = None
     if cfg.eval.tasks > 0:
         eval_pool = EnvPool(
@@ -124,6 +128,7 @@ def make_pools(cfg: TrainConfig) -> tuple[EnvPool, EnvPool | None]:
             min(cfg.eval.tasks, 64),
             split=cfg.env.eval_split,
             env_kwargs=cfg.env.kwargs,
+            **shards,
         )
     return pool, eval_pool
 
@@ -143,6 +148,7 @@ class Components:
 
 def build_components(cfg: TrainConfig, model_path: str) -> Components:
     """Learner, backend, agent and credit module for ``cfg``, with the policy at ``model_path``."""
+    check_format(cfg.env.id, cfg.agent.output_format)  # before anything heavy is built
     module = credit.make(cfg.credit.name, **cfg.credit.options)
     learner = make_learner(cfg, model_path, module)
     backend = make_generation_backend(cfg, model_path, learner)
