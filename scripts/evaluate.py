@@ -139,11 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from creditgym.agents.backends import make_backend
+    from creditgym.agents.base import check_format
     from creditgym.trainers.seeding import seed_everything
     from creditgym.trainers.wiring import make_agent
 
     seed_everything(config.eval.seed)
     env_id, env_kwargs = config.env.id, config.env.kwargs
+    check_format(env_id, config.agent.output_format)  # before a model is loaded
     if args.run:
         from creditgym.trainers.train import Trainer
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from creditgym.agents.base import Context, Turn
+from creditgym.agents.base import Context, Turn, check_format
 from creditgym.agents.oracle import OracleAgent
 from creditgym.credit.trajectory import TrajectoryGroup
 from creditgym.trainers.config import TrainConfig
@@ -141,6 +141,7 @@ def warm_start(
     ws = config.warmstart.model_copy(update={k: v for k, v in given.items() if v is not None})
     if ws.episodes < 1 or ws.epochs < 1:
         raise ValueError("episodes and epochs must be >= 1")
+    check_format(config.env.id, config.agent.output_format)  # before a model is loaded
     out = Path(out)
     if (out / "model" / "config.json").exists():
         raise FileExistsError(f"{out}/model already exists; choose another --out")

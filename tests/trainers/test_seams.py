@@ -211,3 +211,17 @@ def test_uniform_sampler_is_the_old_task_sampler_with_a_named_state():
     assert c.next(9) == a.next(9)
     with pytest.raises(ValueError, match="sampler is 'dump', this run's is 'uniform'"):
         c.load_state_dict({**state, "name": "dump"})
+
+
+def test_training_or_cloning_with_a_format_the_env_cannot_parse_fails_at_start(tmp_path):
+    from creditgym.trainers.config import TrainConfig
+    from creditgym.trainers.warmstart import warm_start
+    from creditgym.trainers.wiring import build_components
+
+    cfg = TrainConfig.model_validate({"env": {"id": "creditgym/Search-v0"}})
+    match = "Search-v0 parses 'search' actions, but output_format 'action' writes"
+    with pytest.raises(ValueError, match=match):
+        build_components(cfg, str(tmp_path / "no-model"))  # refused before any model is read
+    with pytest.raises(ValueError, match=match):
+        warm_start(cfg, tmp_path / "ws", episodes=1)
+    assert not (tmp_path / "ws").exists()
