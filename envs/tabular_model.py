@@ -1,7 +1,8 @@
 """`TabularModel`: the complete finite model of one task, for exact values and an optimal expert.
 
 Any env whose reachable state space is finite and deterministic (KeyRooms is the built-in one)
-can expose its task as a `TabularModel`: every state reachable from the initial state, the
+can expose its task as a `TabularModel` by overriding the optional `TextEnv.model` (callers ask
+`TextEnv.has_model()` first): every state reachable from the initial state, the
 admissible actions of each state, and where each action leads with what reward. With the model,
 the value of any tabular policy is not estimated but computed: `evaluate` solves the Bellman
 equations as a sparse linear system and returns V^pi, Q^pi and the true advantage
