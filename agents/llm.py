@@ -66,7 +66,7 @@ class LLMAgent:
         tokenizer: Any,
         *,
         history_length: int = 2,
-        max_prompt_tokens: int = 1536,
+        max_prompt_tokens: int = 1024,
         sampling: SamplingConfig | None = None,
         output_format: str = "action",
         context: str = "steps",

@@ -405,10 +405,8 @@ FLAGS: dict[str, tuple[str, Any]] = {
 }
 
 
-def parse_args(argv: list[str] | None) -> BenchmarkConfig:
-    """The benchmark's config: ``--config FILE`` (or the defaults), then the flags, then the
-    trailing ``key=value`` overrides. A flag is sugar for its key (``--seeds 5`` is ``seeds=5``)
-    and has no default of its own: every default is `BenchmarkConfig`'s."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``--config``, the sugar flags of `FLAGS` and trailing overrides."""
     p = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawTextHelpFormatter,
@@ -421,6 +419,14 @@ def parse_args(argv: list[str] | None) -> BenchmarkConfig:
         default = fields[key].get_default(call_default_factory=True)
         p.add_argument(flag, type=kind or str, default=None, help=f"[{key}={default}] {doc}")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> BenchmarkConfig:
+    """The benchmark's config: ``--config FILE`` (or the defaults), then the flags, then the
+    trailing ``key=value`` overrides. A flag is sugar for its key (``--seeds 5`` is ``seeds=5``)
+    and has no default of its own: every default is `BenchmarkConfig`'s."""
+    p = build_parser()
     a = p.parse_args(argv)
     given: dict[str, Any] = {}
     for flag, (key, kind) in FLAGS.items():

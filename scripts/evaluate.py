@@ -73,7 +73,7 @@ def _overrides(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str
     return {**out, **parse_overrides(args.overrides)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default=None, help="model name, HF folder or hub id")
@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="key=value",
         help="dotted overrides of the training config (agent.*, env.*, backend.*, eval.seed)",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not args.run and not args.env and not args.config:
         p.error("--env (or --config) is required with --model")

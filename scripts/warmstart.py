@@ -31,7 +31,7 @@ FLAGS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", required=True, help="YAML training config (scripts/configs/)")
     p.add_argument("--out", required=True, help="output folder (model/ and warmstart.json)")
@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         doc = " ".join((field.description or "").split())
         p.add_argument(flag, type=kind, default=None, help=f"[{key}={field.default}] {doc}")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     given = {
         key: getattr(args, flag.lstrip("-").replace("-", "_"))
         for flag, (key, _) in FLAGS.items()
