@@ -10,6 +10,8 @@ from creditgym.credit.base import (
     Advantages,
     BatchStats,
     CreditModule,
+    CreditOptions,
+    NormOptions,
     available,
     batch_stats,
     group_normalize,
@@ -20,14 +22,8 @@ from creditgym.credit.base import (
     whiten,
 )
 from creditgym.credit.graph import TrajectoryGraph
-from creditgym.credit.trajectory import (
-    DEFAULT_INVALID_PENALTY,
-    Step,
-    Trajectory,
-    TrajectoryGroup,
-    discounted_returns,
-    flat_steps,
-)
+from creditgym.credit.returns import DEFAULT_INVALID_PENALTY, discounted_returns, gae, leave_one_out
+from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup, flat_steps
 
 __all__ = [
     "DEFAULT_INVALID_PENALTY",
@@ -35,6 +31,8 @@ __all__ = [
     "Advantages",
     "BatchStats",
     "CreditModule",
+    "CreditOptions",
+    "NormOptions",
     "Step",
     "Trajectory",
     "TrajectoryGraph",
@@ -43,7 +41,9 @@ __all__ = [
     "batch_stats",
     "discounted_returns",
     "flat_steps",
+    "gae",
     "group_normalize",
+    "leave_one_out",
     "make",
     "normalize",
     "register",

@@ -23,9 +23,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from creditgym.credit.returns import DEFAULT_INVALID_PENALTY
 from creditgym.credit.trajectory import TrajectoryGroup, total_steps
 
 NORM_MODES = ("mean_norm", "mean_std_norm")
+STD_MODES = ("population", "sample")
+#: Relative std below which a set counts as tied (its spread is float rounding, not signal).
+TIE_RTOL = 1e-12
 
 #: Where a value head reads the backbone's hidden state in a step's sequence:
 #: "last_prompt_token" (the state the turn acts in) or "subgoal_end" (the last token of the
@@ -170,7 +174,9 @@ def whiten(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
 def normalize(x: np.ndarray, mode: str, std: str = "population") -> np.ndarray:
     """norm over a set (ALGORITHMS.md): x - mean, or (x - mean) / (std + 1e-6).
 
-    A set of one element gives 0. ``std`` is "population" (ddof=0) or "sample" (ddof=1).
+    A set of one element gives 0. ``std`` is "population" (ddof=0) or "sample" (ddof=1). A set
+    tied up to rounding (std <= `TIE_RTOL` x (|mean| + 1), e.g. returns summed in a different
+    order) gives 0 under "mean_std_norm" rather than its rounding residue / 1e-6.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.size <= 1:
@@ -180,7 +186,10 @@ def normalize(x: np.ndarray, mode: str, std: str = "population") -> np.ndarray:
         return centered
     if mode == "mean_std_norm":
         ddof = 0 if std == "population" else 1
-        return centered / (x.std(ddof=ddof) + 1e-6)
+        sd = x.std(ddof=ddof)
+        if sd <= TIE_RTOL * (abs(x.mean()) + 1.0):
+            return np.zeros_like(x)
+        return centered / (sd + 1e-6)
     raise ValueError(f"unknown normalisation mode {mode!r}; choose one of {NORM_MODES}")
 
 
@@ -190,7 +199,7 @@ def group_normalize(
     """`normalize` applied inside every group at once (vectorised with bincount).
 
     ``group_ids`` are dense integers 0..n_groups-1, one per element of ``x``. Groups of one
-    element give 0.
+    element give 0, and so do groups tied up to rounding under "mean_std_norm" (`normalize`).
     """
     x = np.asarray(x, dtype=np.float64)
     ids = np.asarray(group_ids, dtype=np.int64)
@@ -202,8 +211,9 @@ def group_normalize(
     if mode == "mean_std_norm":
         ddof = 0 if std == "population" else 1
         sq = np.bincount(ids, weights=centered * centered)
-        var = sq / np.maximum(counts - ddof, 1)
-        out = centered / (np.sqrt(var)[ids] + 1e-6)
+        sd = np.sqrt(sq / np.maximum(counts - ddof, 1))
+        out = centered / (sd[ids] + 1e-6)
+        out[(sd <= TIE_RTOL * (np.abs(means) + 1.0))[ids]] = 0.0
     elif mode == "mean_norm":
         out = centered
     else:
@@ -220,12 +230,36 @@ def dense_ids(keys: Sequence[Any]) -> np.ndarray:
     )
 
 
-STD_MODES = ("population", "sample")
-
-
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise a ValueError naming the option and its valid values when ``value`` is not one."""
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
+
+
+@dataclass(frozen=True)
+class CreditOptions:
+    """Base of every module's options dataclass; `CreditModule` calls `check` on construction."""
+
+    def check(self) -> None:
+        """Raise a clear error for an invalid option value (subclasses extend it)."""
+
+
+@dataclass(frozen=True)
+class NormOptions(CreditOptions):
+    """The normalisation options ("norm" in ALGORITHMS.md) and their checks, in one place.
+
+    A module redeclares a field to change its default (e.g. HGPO's population std).
+    """
+
+    mode: str = "mean_std_norm"
+    """Normalisation: "mean_std_norm" ((x - mean) / (std + 1e-6)) or "mean_norm" (x - mean)."""
+    std: str = "sample"
+    """Which std divides: "sample" (ddof=1, as torch.std) or "population" (ddof=0)."""
+
+    def check(self) -> None:
+        super().check()
+        check_choice("mode", self.mode, NORM_MODES)
+        check_choice("std", self.std, STD_MODES)
 
 
 class CreditModule:
@@ -253,10 +287,13 @@ class CreditModule:
                     )
             cfg = dataclasses.replace(cfg, **overrides)
         self.config = cfg
+        check = getattr(cfg, "check", None)
+        if check is not None:
+            check()
         self.validate()
 
     def validate(self) -> None:
-        """Check option values (override to add checks)."""
+        """Module-level checks and derived attributes, after the options' own `check`."""
 
     def compute(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
         raise NotImplementedError
@@ -282,7 +319,7 @@ def summary_diagnostics(
     values: np.ndarray, groups: Sequence[TrajectoryGroup], config: Any
 ) -> dict[str, float]:
     """What every module logs: advantage mean/std, zero fraction, tied groups."""
-    penalty = getattr(config, "invalid_penalty", 0.1)
+    penalty = getattr(config, "invalid_penalty", DEFAULT_INVALID_PENALTY)
     tied = 0
     for g in groups:
         returns = {round(t.episode_return(penalty), 9) for t in g.trajectories}

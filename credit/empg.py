@@ -7,8 +7,13 @@ filled by the trainer's old-log-prob pass) and A_{i,t} the base module's advanta
     g_t      = exp(-k H~_t) / mean_batch(exp(-k H~))        self-calibrating gradient scale
     f_{t}    = zeta exp(-k_f H~_{t+1})                      future-clarity bonus (0 at the last step)
     A'_{i,t} = g_t A_{i,t} + f_t
+    A''_{i,t} = A'_{i,t} - mean_batch(A')                   final advantage normalisation
 
-k = k_f = 1 and zeta = 0.1 (the paper's defaults). Confident steps (low entropy) get their
+k = k_f = 1 and zeta = 0.1 (the paper's defaults). The recentring follows the paper: after
+computing the modulated advantages of every step in the batch it applies a "final advantage
+normalization" to zero mean (arXiv 2509.09265, Eq. 7 and Appendix A, "Final advantage
+normalization"; its released pseudocode subtracts the batch mean of the step advantages and does
+not divide by a std). ``recenter=False`` leaves A' as it is. Confident steps (low entropy) get their
 advantage amplified and uncertain ones damped; a step leading to a confident next step earns a
 small bonus. ``creditgym.credit.make("empg", base="gigpo", base_options={"mode": "mean_norm"})`` wraps any
 registered module; EMPG needs what its base needs plus ``entropies``.
@@ -22,12 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from creditgym.credit.base import Advantages, CreditModule, batch_stats, make, register
+from creditgym.credit.base import (
+    Advantages,
+    CreditModule,
+    CreditOptions,
+    batch_stats,
+    make,
+    register,
+)
 from creditgym.credit.trajectory import TrajectoryGroup
 
 
 @dataclass(frozen=True)
-class EMPGConfig:
+class EMPGConfig(CreditOptions):
     base: str = "grpo"
     """Registered name of the module whose advantages EMPG modulates."""
     base_options: dict[str, Any] = field(default_factory=dict)
@@ -38,6 +50,8 @@ class EMPGConfig:
     """Sharpness of the future-clarity bonus exp(-k_f H~_{t+1})."""
     zeta: float = 0.1
     """Weight of the future-clarity bonus."""
+    recenter: bool = True
+    """Subtract the batch mean of the modulated advantages (the paper's final normalisation)."""
 
 
 def step_entropies(groups: Sequence[TrajectoryGroup]) -> np.ndarray:
@@ -77,6 +91,13 @@ class EMPG(CreditModule):
         self.needs = frozenset({"entropies"}) | self.base.needs
         self.value_heads = self.base.value_heads
 
+    def _recentre(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """x minus its batch mean (`batch_stats`) when ``recenter`` is on, and that mean."""
+        if not self.config.recenter:
+            return x, 0.0
+        mean = batch_stats(x).mean
+        return x - mean, mean
+
     def compute(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
         c = self.config
         base = self.base(groups)
@@ -89,6 +110,9 @@ class EMPG(CreditModule):
         scale = np.exp(-c.k * h_norm)
         scale_mean = batch_stats(scale).mean
         if h.size == 0:
+            if c.recenter:  # the same reductions as a non-empty rank makes
+                for _ in range(1 + len(base.spans or {})):
+                    batch_stats(np.zeros(0))
             return Advantages(values=np.zeros(0))
         scale /= scale_mean
         bonus = np.zeros_like(h)
@@ -99,11 +123,12 @@ class EMPG(CreditModule):
                 # The step t bonus reads step t + 1 of the same trajectory; the last step has none.
                 bonus[pos : pos + n - 1] = c.zeta * np.exp(-c.k_f * h_norm[pos + 1 : pos + n])
                 pos += n
-        values = scale * base.values + bonus
+        values, shift = self._recentre(scale * base.values + bonus)
         spans = None
         if base.spans is not None:  # e.g. HiPER's span advantages get the same modulation
-            spans = {name: scale * v + bonus for name, v in base.spans.items()}
+            spans = {name: self._recentre(scale * v + bonus)[0] for name, v in base.spans.items()}
         diagnostics = {f"base_{k}": v for k, v in base.diagnostics.items()}
+        diagnostics["recentre_shift"] = shift
         diagnostics.update(
             {
                 "entropy_mean": float(h.mean()),

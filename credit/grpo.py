@@ -17,24 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from creditgym.credit.base import (
-    NORM_MODES,
-    STD_MODES,
-    Advantages,
-    CreditModule,
-    check_choice,
-    group_normalize,
-    register,
-)
-from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
+from creditgym.credit.base import Advantages, CreditModule, NormOptions, group_normalize, register
+from creditgym.credit.returns import DEFAULT_INVALID_PENALTY, episode_returns
+from creditgym.credit.trajectory import TrajectoryGroup
 
 
 @dataclass(frozen=True)
-class GRPOConfig:
-    mode: str = "mean_std_norm"
-    """Normalisation: "mean_std_norm" (GRPO) or "mean_norm" (Dr. GRPO-style, no std)."""
-    std: str = "sample"
-    """Which std divides: "sample" (ddof=1, as torch.std) or "population" (ddof=0)."""
+class GRPOConfig(NormOptions):
     per_step_rows: bool = False
     """Normalise over all step rows of the group (verl-agent) instead of over trajectories."""
     invalid_penalty: float = DEFAULT_INVALID_PENALTY
@@ -48,21 +37,16 @@ def episode_advantages(
     invalid_penalty: float,
     per_step_rows: bool = False,
 ) -> np.ndarray:
-    """norm over each group of the episode returns, broadcast to every step (flat order)."""
-    returns, lengths, gids = [], [], []
-    for gi, g in enumerate(groups):
-        for traj in g.trajectories:
-            returns.append(traj.episode_return(invalid_penalty))
-            lengths.append(len(traj))
-            gids.append(gi)
-    returns_arr = np.asarray(returns, dtype=np.float64)
-    lengths_arr = np.asarray(lengths, dtype=np.int64)
-    gids_arr = np.asarray(gids, dtype=np.int64)
+    """norm over each group of the episode returns, broadcast to every step (flat order).
+
+    ``per_step_rows``: normalise over every step row of the group (each trajectory's return
+    repeated once per step), as verl-agent does.
+    """
+    returns, lengths, gids = episode_returns(groups, invalid_penalty)
     if per_step_rows:
-        rows = np.repeat(returns_arr, lengths_arr)
-        return group_normalize(rows, np.repeat(gids_arr, lengths_arr), mode, std)
-    per_traj = group_normalize(returns_arr, gids_arr, mode, std) if len(returns) else returns_arr
-    return np.repeat(per_traj, lengths_arr)
+        rows = np.repeat(returns, lengths)
+        return group_normalize(rows, np.repeat(gids, lengths), mode, std)
+    return np.repeat(group_normalize(returns, gids, mode, std), lengths)
 
 
 @register("grpo")
@@ -70,10 +54,6 @@ class GRPO(CreditModule):
     """Episode-level group-relative advantages."""
 
     Config = GRPOConfig
-
-    def validate(self) -> None:
-        check_choice("mode", self.config.mode, NORM_MODES)
-        check_choice("std", self.config.std, STD_MODES)
 
     def compute(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
         c = self.config

@@ -14,10 +14,13 @@ combined per step with adaptive weights: items with a_k == 0 are dropped, and
 
     w_k = (k + 1)^alpha / sum_{k' kept} (k' + 1)^alpha,     A_{i,t} = sum_{k kept} w_k a_k
 
-(nothing kept gives 0; |a_k| <= 1e-9 counts as 0, the rounding residue of a tied group). ``base_group=True`` adds the episode advantage norm_{group}(R_i) as item
-k = 0 (weight 1^alpha before normalising). The std is the population std (ddof = 0), as the
-reference; ``std="sample"`` is an option. Default mode ``mean_std_norm`` (the reference's ALFWorld
-setting; its WebShop setting is ``mean_norm``: configs choose).
+(nothing kept gives 0; |a_k| <= 1e-9 counts as 0, the rounding residue of a tied group). The level-k
+keys are the group's `TrajectoryGraph` paths (``path_ids(k)``), so k = 1 is the graph's node.
+``base_group=True`` adds the episode advantage norm_{group}(R_i) as item k = 0 (weight 1^alpha
+before normalising), normalised with the unbiased (sample, ddof = 1) std as the reference's
+trajectory term is, whatever ``std`` says. The levels' std is the population std (ddof = 0), as
+the reference; ``std="sample"`` is an option. Default mode ``mean_std_norm`` (the reference's
+ALFWorld setting; its WebShop setting is ``mean_norm``: configs choose).
 """
 
 from __future__ import annotations
@@ -27,39 +30,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from creditgym.credit.base import (
-    NORM_MODES,
-    STD_MODES,
-    Advantages,
-    CreditModule,
-    check_choice,
-    dense_ids,
-    group_normalize,
-    register,
-)
+from creditgym.credit.base import Advantages, CreditModule, NormOptions, group_normalize, register
+from creditgym.credit.graph import batch_ids
 from creditgym.credit.grpo import episode_advantages
-from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
+from creditgym.credit.returns import DEFAULT_INVALID_PENALTY, batch_discounted_returns
+from creditgym.credit.trajectory import TrajectoryGroup
 
 #: |a_k| at or below this counts as 0 (rounding residue of a tied group).
 ZERO_TOL = 1e-9
 
 
 @dataclass(frozen=True)
-class HGPOConfig:
+class HGPOConfig(NormOptions):
     history: int = 2
     """K: the deepest level compares the last K + 1 anchor states (K = 0 is GiGPO's grouping)."""
     alpha: float = 1.0
     """Level weights w_k proportional to (k + 1)^alpha: larger alpha trusts deeper context more."""
     gamma: float = 0.95
     """Discount of the step returns Rhat normalised inside each group."""
-    mode: str = "mean_std_norm"
-    """Normalisation inside each group: "mean_std_norm" or "mean_norm"."""
     std: str = "population"
-    """Which std divides: "population" (ddof=0, the reference) or "sample" (ddof=1)."""
+    """Which std the levels divide by: "population" (ddof=0, the reference) or "sample"."""
     base_group: bool = False
-    """Add the episode-level advantage norm_{group}(R_i) as level k = 0."""
+    """Add the episode-level advantage norm_{group}(R_i) (sample std) as level k = 0."""
     invalid_penalty: float = DEFAULT_INVALID_PENALTY
     """Subtracted from a step's reward when its action was invalid."""
+
+    def check(self) -> None:
+        super().check()
+        if self.history < 0:
+            raise ValueError(f"history (K) must be >= 0, got {self.history}")
 
 
 def level_advantages(
@@ -67,34 +66,18 @@ def level_advantages(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """a_k for k = 1..K+1 (flat order) and each step's level-k group size (0: level absent).
 
-    A step with t + 1 < k has no level-k item: its a_k is 0 and its size 0. Level-k keys are
-    built like a trie: key_k(t) = (key_{k-1}(t-1), s_t), so each level costs one `np.unique`.
+    A step with t + 1 < k has no level-k item: its a_k is 0 and its size 0. The level-k keys
+    are each group's `TrajectoryGraph.path_ids(k)`.
     """
     c = config
-    state = dense_ids(
-        [(gi, s.state_key) for gi, g in enumerate(groups) for t in g for s in t.steps]
-    )
-    n = len(state)
-    rhat = np.empty(n, dtype=np.float64)
-    t_index = np.empty(n, dtype=np.int64)
-    pos = 0
-    for g in groups:
-        for traj in g.trajectories:
-            rhat[pos : pos + len(traj)] = traj.discounted_returns(c.gamma, c.invalid_penalty)
-            t_index[pos : pos + len(traj)] = np.arange(len(traj))
-            pos += len(traj)
+    rhat = batch_discounted_returns(groups, c.gamma, c.invalid_penalty)
+    graphs = [g.graph() for g in groups]
+    n = len(rhat)
     advs, sizes = [], []
-    key = state
-    n_states = int(state.max()) + 1 if n else 1
     for k in range(1, c.history + 2):
-        if k > 1:
-            present = t_index >= k - 1
-            prev = np.roll(key, 1)  # key_{k-1} of the previous step of the same trajectory
-            # Absent steps get distinct negative codes: singleton groups, a_k = 0.
-            code = np.where(present, prev * n_states + state, -1 - np.arange(n))
-            key = np.unique(code, return_inverse=True)[1].reshape(-1)
-        else:
-            present = np.ones(n, dtype=bool)
+        per_group = [gr.path_ids(k) for gr in graphs]
+        present = np.concatenate(per_group) >= 0 if n else np.zeros(0, bool)
+        key = batch_ids(per_group)  # absent steps: singletons, a_k = 0
         advs.append(group_normalize(rhat, key, c.mode, c.std))
         sizes.append(np.where(present, np.bincount(key)[key], 0) if n else np.zeros(0, np.int64))
     return advs, sizes
@@ -106,20 +89,13 @@ class HGPO(CreditModule):
 
     Config = HGPOConfig
 
-    def validate(self) -> None:
-        c = self.config
-        check_choice("mode", c.mode, NORM_MODES)
-        check_choice("std", c.std, STD_MODES)
-        if c.history < 0:
-            raise ValueError(f"history (K) must be >= 0, got {c.history}")
-
     def compute(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
         c = self.config
         advs, sizes = level_advantages(groups, c)
         items = list(advs)
         ks = list(range(1, len(advs) + 1))
         if c.base_group:
-            items.insert(0, episode_advantages(groups, c.mode, c.std, c.invalid_penalty))
+            items.insert(0, episode_advantages(groups, c.mode, "sample", c.invalid_penalty))
             ks.insert(0, 0)
         n = len(items[0]) if items else 0
         if n == 0:

@@ -15,8 +15,10 @@ The rewards are normalised inside each group: ``joint`` z-scores every turn rewa
 together (the paper); ``separate`` z-scores the F1 rewards and the information-gain rewards each
 among themselves. Then A_t = r~_t + gamma A_{t+1} with gamma = 1.0.
 
-Reconstruction choices: the ground truth is ``info["ground_truth"]`` of the trajectory's last step
-(or any step that has it); the answer is the text inside the last turn's ``<answer>`` tag (from
+The final F1 is taken against the best-matching of the task's golden answers: the env's
+``info["golden_answers"]`` (a list), else ``info["ground_truth"]`` alone.
+
+Reconstruction choices: the answers come from the trajectory's last step that has them; the answer is the text inside the last turn's ``<answer>`` tag (from
 the action, else the raw text); a last turn marked invalid, or without an answer tag (e.g. a
 truncated episode that was still searching), gets the format penalty. F1 follows SQuAD's
 normalisation (lower case, no punctuation or articles, whitespace tokens).
@@ -34,13 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from creditgym.credit.base import (
-    STD_MODES,
     Advantages,
     CreditModule,
+    NormOptions,
     check_choice,
     normalize,
     register,
 )
+from creditgym.credit.returns import discounted_returns
 from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
 
 VARIANTS = ("prob_diff", "log_prob_diff")
@@ -74,19 +77,30 @@ def extract_answer(step: Step) -> str | None:
     return None
 
 
-def ground_truth(traj: Trajectory) -> str:
+def golden_answers(traj: Trajectory) -> list[str]:
+    """The task's golden answers: ``info["golden_answers"]`` of the last step that has them, else
+    ``[info["ground_truth"]]``."""
     for step in reversed(traj.steps):
+        answers = step.info.get("golden_answers")
+        if answers:
+            return [str(a) for a in answers]
         gt = step.info.get("ground_truth")
         if gt:
-            return str(gt)
+            return [str(gt)]
     raise ValueError(
-        "igpo needs info['ground_truth'] on the trajectory's steps; this env provides none "
-        "(IGPO is for tasks with a ground-truth answer: Search-v0, ToolUse-v0)"
+        "igpo needs info['golden_answers'] or info['ground_truth'] on the trajectory's steps; "
+        "this env provides neither (IGPO is for tasks with a ground-truth answer: Search-v0, "
+        "ToolUse-v0)"
     )
 
 
+def best_f1(prediction: str, answers: Sequence[str]) -> float:
+    """Word F1 against the best-matching answer."""
+    return max(word_f1(prediction, a) for a in answers)
+
+
 @dataclass(frozen=True)
-class IGPOConfig:
+class IGPOConfig(NormOptions):
     variant: str = "prob_diff"
     """Information gain: "prob_diff" (P_after - P_before) or "log_prob_diff" (log-prob difference)."""
     normalization: str = "joint"
@@ -97,6 +111,11 @@ class IGPOConfig:
     """Final-turn reward when it holds no well-formed answer (the reference's -2.0)."""
     std: str = "population"
     """Which std the z-scores divide by: "population" (ddof=0) or "sample" (ddof=1)."""
+
+    def check(self) -> None:
+        super().check()  # mode: "mean_std_norm" (the paper's z-score) or "mean_norm"
+        check_choice("variant", self.variant, VARIANTS)
+        check_choice("normalization", self.normalization, NORMALISATIONS)
 
 
 def turn_rewards(traj: Trajectory, config: IGPOConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +142,7 @@ def turn_rewards(traj: Trajectory, config: IGPOConfig) -> tuple[np.ndarray, np.n
     if answer is None or not last.valid:
         rewards[-1] = config.format_penalty
     else:
-        rewards[-1] = word_f1(answer, ground_truth(traj))
+        rewards[-1] = best_f1(answer, golden_answers(traj))
     return rewards, is_ig
 
 
@@ -133,12 +152,6 @@ class IGPO(CreditModule):
 
     Config = IGPOConfig
     needs = frozenset({"answer_logprobs"})
-
-    def validate(self) -> None:
-        c = self.config
-        check_choice("variant", c.variant, VARIANTS)
-        check_choice("normalization", c.normalization, NORMALISATIONS)
-        check_choice("std", c.std, STD_MODES)
 
     def compute(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
         c = self.config
@@ -153,21 +166,15 @@ class IGPO(CreditModule):
             ig_all.append(r[ig])
             final_all.append(r[~ig])
             if c.normalization == "joint":
-                z = normalize(r, "mean_std_norm", c.std)
+                z = normalize(r, c.mode, c.std)
             else:
                 z = np.zeros_like(r)
-                z[ig] = normalize(r[ig], "mean_std_norm", c.std)
-                z[~ig] = normalize(r[~ig], "mean_std_norm", c.std)
+                z[ig] = normalize(r[ig], c.mode, c.std)
+                z[~ig] = normalize(r[~ig], c.mode, c.std)
             pos = 0
             for traj in g.trajectories:
-                zt = z[pos : pos + len(traj)]
+                out.append(discounted_returns(z[pos : pos + len(traj)], c.gamma))
                 pos += len(traj)
-                adv = np.empty(len(zt))
-                acc = 0.0
-                for t in range(len(zt) - 1, -1, -1):
-                    acc = zt[t] + c.gamma * acc
-                    adv[t] = acc
-                out.append(adv)
         values = np.concatenate(out) if out else np.zeros(0)
         ig_r = np.concatenate(ig_all) if ig_all else np.zeros(0)
         fin = np.concatenate(final_all) if final_all else np.zeros(0)

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from creditgym.credit.base import Advantages, CreditModule, register, whiten
-from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, Step, TrajectoryGroup
+from creditgym.credit.base import Advantages, CreditModule, CreditOptions, register, whiten
+from creditgym.credit.returns import DEFAULT_INVALID_PENALTY, gae
+from creditgym.credit.trajectory import Step, TrajectoryGroup
 
 
 @dataclass
@@ -32,30 +33,6 @@ class CriticAdvantages(Advantages):
     at a step, e.g. HiPER's V_high away from segment boundaries)."""
 
     targets: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def gae(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    next_values: np.ndarray,
-    discounts: np.ndarray | float,
-    lam: float,
-) -> np.ndarray:
-    """Generalised advantage estimation over one sequence.
-
-    delta_t = r_t + d_t V'_t - V_t and A_t = delta_t + d_t lam A_{t+1}, where V'_t =
-    ``next_values[t]`` (the bootstrap of the last element included) and d_t = ``discounts[t]``
-    (gamma for steps; gamma^{duration} for HiPER's segments).
-    """
-    n = len(rewards)
-    d = np.broadcast_to(np.asarray(discounts, dtype=np.float64), (n,))
-    delta = np.asarray(rewards, np.float64) + d * next_values - values
-    out = np.empty(n, dtype=np.float64)
-    acc = 0.0
-    for t in range(n - 1, -1, -1):
-        acc = delta[t] + d[t] * lam * acc
-        out[t] = acc
-    return out
 
 
 def step_value(step: Step, head: str, where: str) -> float:
@@ -69,7 +46,7 @@ def step_value(step: Step, head: str, where: str) -> float:
 
 
 @dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(CreditOptions):
     gamma: float = 1.0
     """Discount of the step rewards."""
     lam: float = 0.95
@@ -81,6 +58,10 @@ class PPOConfig:
     invalid_penalty: float = DEFAULT_INVALID_PENALTY
     """Subtracted from a step's reward when its action was invalid."""
 
+    def check(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}")
+
 
 @register("ppo")
 class PPO(CreditModule):
@@ -90,10 +71,7 @@ class PPO(CreditModule):
     needs = frozenset({"values"})
 
     def validate(self) -> None:
-        c = self.config
-        if not 0.0 <= c.gamma <= 1.0 or not 0.0 <= c.lam <= 1.0:
-            raise ValueError(f"gamma and lam must be in [0, 1], got {c.gamma}, {c.lam}")
-        self.value_heads = {c.head: "last_prompt_token"}
+        self.value_heads = {self.config.head: "last_prompt_token"}
 
     def compute(self, groups: Sequence[TrajectoryGroup]) -> CriticAdvantages:
         c = self.config

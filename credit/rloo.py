@@ -4,7 +4,7 @@ arXiv 2402.14740).
     A_i = R_i - mean_{j != i} R_j     for every step of trajectory i
 
 A group of one trajectory gives 0 (no other sample to compare with). Equivalently
-A_i = G / (G - 1) * (R_i - mean_j R_j), which is what `compute` evaluates.
+A_i = G / (G - 1) * (R_i - mean_j R_j), which is what `returns.leave_one_out` evaluates.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from creditgym.credit.base import Advantages, CreditModule, register
-from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
+from creditgym.credit.base import Advantages, CreditModule, CreditOptions, register
+from creditgym.credit.returns import DEFAULT_INVALID_PENALTY, episode_returns, leave_one_out
+from creditgym.credit.trajectory import TrajectoryGroup
 
 
 @dataclass(frozen=True)
-class RLOOConfig:
+class RLOOConfig(CreditOptions):
     invalid_penalty: float = DEFAULT_INVALID_PENALTY
     """Subtracted from a step's reward when its action was invalid."""
 
@@ -31,14 +32,5 @@ class RLOO(CreditModule):
     Config = RLOOConfig
 
     def compute(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
-        out = []
-        for g in groups:
-            returns = np.array(
-                [t.episode_return(self.config.invalid_penalty) for t in g.trajectories]
-            )
-            n = len(returns)
-            adv = np.zeros(n) if n <= 1 else n / (n - 1) * (returns - returns.mean())
-            for a, t in zip(adv, g.trajectories):
-                out.append(np.full(len(t), a))
-        values = np.concatenate(out) if out else np.zeros(0)
-        return Advantages(values=values)
+        returns, lengths, gids = episode_returns(groups, self.config.invalid_penalty)
+        return Advantages(values=np.repeat(leave_one_out(returns, gids), lengths))

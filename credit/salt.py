@@ -12,10 +12,10 @@ trajectory i takes keeps A_i.
 
 The paper has no public code; these are our reconstruction choices:
 
-- The node of a step is its edge (state_key before, action) in the group's `TrajectoryGraph`,
-  i.e. a key of `action_occurrences` (edges that led to different next states merge).
-  ``key="prefix"`` uses the whole history prefix (s_0, a_0, ..., s_t, a_t) instead: a trie, where
-  two steps share a node only if their trajectories agree up to and including that step.
+- The node of a step is its edge id (state_key before, action) in the group's `TrajectoryGraph`
+  (``graph.edge``; edges that led to different next states merge). ``key="prefix"`` uses the
+  graph's prefix id (s_0, a_0, ..., s_t, a_t) instead (``graph.prefix_ids()``): a trie, where two
+  steps share a node only if their trajectories agree up to and including that step.
 - traj(n) is a set: a trajectory that takes the same edge twice counts once, so the average is
   over trajectories, not visits.
 - The mean is unweighted; steps with invalid actions are nodes like any other (their penalty is
@@ -32,66 +32,51 @@ from dataclasses import dataclass
 import numpy as np
 
 from creditgym.credit.base import (
-    NORM_MODES,
-    STD_MODES,
     Advantages,
     CreditModule,
+    NormOptions,
     check_choice,
-    dense_ids,
-    normalize,
+    group_normalize,
     register,
 )
-from creditgym.credit.trajectory import DEFAULT_INVALID_PENALTY, TrajectoryGroup
+from creditgym.credit.graph import batch_ids
+from creditgym.credit.returns import DEFAULT_INVALID_PENALTY, episode_returns, leave_one_out
+from creditgym.credit.trajectory import TrajectoryGroup
 
 BASES = ("grpo", "rloo")
 KEYS = ("edge", "prefix")
 
 
 @dataclass(frozen=True)
-class SALTConfig:
+class SALTConfig(NormOptions):
     base: str = "grpo"
     """Trajectory-level base advantage: "grpo" (normalised return) or "rloo" (leave-one-out)."""
     key: str = "edge"
     """Node of a step: "edge" = (state before, action); "prefix" = the whole history prefix."""
-    mode: str = "mean_std_norm"
-    """GRPO base normalisation: "mean_std_norm" or "mean_norm" (ignored for RLOO)."""
-    std: str = "sample"
-    """GRPO base std: "sample" (ddof=1, as torch.std) or "population" (ddof=0)."""
     invalid_penalty: float = DEFAULT_INVALID_PENALTY
     """Subtracted from a step's reward when its action was invalid."""
 
+    def check(self) -> None:
+        super().check()  # mode and std: the GRPO base's normalisation (ignored for RLOO)
+        check_choice("base", self.base, BASES)
+        check_choice("key", self.key, KEYS)
 
-def base_advantages(group: TrajectoryGroup, config: SALTConfig) -> np.ndarray:
-    """A_j for every trajectory j of the group (GRPO or RLOO)."""
-    returns = np.array([t.episode_return(config.invalid_penalty) for t in group.trajectories])
-    n = len(returns)
-    if n <= 1:
-        return np.zeros(n)
+
+def base_advantages(groups: Sequence[TrajectoryGroup], config: SALTConfig) -> np.ndarray:
+    """A_j for every trajectory j of the batch (GRPO or RLOO over its group)."""
+    returns, _, gids = episode_returns(groups, config.invalid_penalty)
     if config.base == "rloo":
-        return n / (n - 1) * (returns - returns.mean())
-    return normalize(returns, config.mode, config.std)
+        return leave_one_out(returns, gids)
+    return group_normalize(returns, gids, config.mode, config.std)
 
 
 def step_nodes(groups: Sequence[TrajectoryGroup], key: str) -> np.ndarray:
-    """Dense node id of every step (flat order); ids never repeat across groups.
-
-    For ``key="edge"`` the nodes are exactly the keys of each group's
-    ``TrajectoryGraph.action_occurrences()`` ((state, action) pairs); they are read straight from
-    the steps so the module does not pay for building the networkx graph.
-    """
+    """Node id of every step (flat order), read from each group's `TrajectoryGraph` (its edge
+    ids, or its prefix ids for ``key="prefix"``); ids never repeat across groups."""
+    graphs = [g.graph() for g in groups]
     if key == "edge":
-        return dense_ids(
-            [(gi, s.state_key, s.action) for gi, g in enumerate(groups) for t in g for s in t.steps]
-        )
-    trie: dict[tuple[int, str, str], int] = {}
-    out: list[int] = []
-    for gi, g in enumerate(groups):
-        for traj in g.trajectories:
-            parent = -1 - gi  # one root per group
-            for step in traj.steps:
-                parent = trie.setdefault((parent, step.state_key, step.action), len(trie))
-                out.append(parent)
-    return np.asarray(out, dtype=np.int64)
+        return batch_ids([gr.edge for gr in graphs])
+    return batch_ids([gr.prefix_ids() for gr in graphs])
 
 
 @register("salt")
@@ -100,19 +85,11 @@ class SALT(CreditModule):
 
     Config = SALTConfig
 
-    def validate(self) -> None:
-        c = self.config
-        check_choice("base", c.base, BASES)
-        check_choice("key", c.key, KEYS)
-        check_choice("mode", c.mode, NORM_MODES)
-        check_choice("std", c.std, STD_MODES)
-
     def compute(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
-        base = [base_advantages(g, self.config) for g in groups]
+        traj_adv = base_advantages(groups, self.config)
         lengths = np.array([len(t) for g in groups for t in g.trajectories], dtype=np.int64)
         if lengths.sum() == 0:
             return Advantages(values=np.zeros(0))
-        traj_adv = np.concatenate(base)
         traj_of_step = np.repeat(np.arange(len(lengths)), lengths)
         nodes = step_nodes(groups, self.config.key)
         n_nodes = int(nodes.max()) + 1

@@ -13,11 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from creditgym.credit.returns import DEFAULT_INVALID_PENALTY, discounted_returns
+
 if TYPE_CHECKING:
     from creditgym.credit.graph import TrajectoryGraph
 
-#: Subtracted from a step's reward when its action was invalid (ALGORITHMS.md).
-DEFAULT_INVALID_PENALTY = 0.1
+__all__ = [
+    "DEFAULT_INVALID_PENALTY",
+    "Step",
+    "Trajectory",
+    "TrajectoryGroup",
+    "discounted_returns",
+    "flat_steps",
+    "total_steps",
+]
 
 
 @dataclass
@@ -93,15 +102,6 @@ class Trajectory:
         return discounted_returns(self.rewards(invalid_penalty), gamma)
 
 
-def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    out = np.empty(len(rewards), dtype=np.float64)
-    acc = 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        acc = rewards[t] + gamma * acc
-        out[t] = acc
-    return out
-
-
 @dataclass
 class TrajectoryGroup:
     """The G trajectories of one task instance (same task id, same seed)."""
@@ -123,8 +123,9 @@ class TrajectoryGroup:
         return sum(len(t) for t in self.trajectories)
 
     def graph(self) -> TrajectoryGraph:
-        """The group's `TrajectoryGraph`, built on first use and cached."""
-        if self._graph is None:
+        """The group's `TrajectoryGraph`, built on first use and cached: every module that
+        groups steps reads this one object (rebuilt only if the group's step count changed)."""
+        if self._graph is None or self._graph.num_steps != self.num_steps:
             from creditgym.credit.graph import TrajectoryGraph
 
             self._graph = TrajectoryGraph.from_group(self)

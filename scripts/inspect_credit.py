@@ -26,7 +26,7 @@ import numpy as np
 
 from creditgym.credit.base import Advantages
 from creditgym.credit.igpo import turn_rewards
-from creditgym.credit.trajectory import TrajectoryGroup, discounted_returns
+from creditgym.credit.trajectory import TrajectoryGroup
 from creditgym.trainers.config import load_config
 from creditgym.trainers.train import Trainer, group_seeds
 
@@ -70,7 +70,7 @@ def igpo_table(groups: list[TrajectoryGroup], adv, module, limit: int) -> list[s
 
 
 def hiper_table(groups: list[TrajectoryGroup], adv, module, limit: int) -> list[str]:
-    from creditgym.credit.hiper import hierarchical_advantages, hiper_rewards, parsed_field
+    from creditgym.credit.hiper import group_parts, parsed_field
 
     lines = []
     spans = {
@@ -83,24 +83,12 @@ def hiper_table(groups: list[TrajectoryGroup], adv, module, limit: int) -> list[
             if shown >= limit:
                 return lines
             shown += 1
-            c = module.config
-            r, starts, _ = hiper_rewards(traj, c)
-            boot = None
-            if c.values == "critic":
-                values = [s.values or {} for s in traj.steps]
-                v = {
-                    h: np.array([x.get(h, np.nan) for x in values]) for h in ("high", "low", "term")
-                }
-            else:  # the critic-free values: group means of Monte-Carlo returns, as the module
-                prepared = [hiper_rewards(t, c) for t in g.trajectories]
-                mc = [discounted_returns(x[0], c.gamma) for x in prepared]
-                mean_all = float(np.concatenate(mc).mean())
-                mean_bnd = float(np.concatenate([m[x[1]] for m, x in zip(mc, prepared)]).mean())
-                n = len(r)
-                v = {"high": np.full(n, mean_bnd), "low": np.full(n, mean_all)}
-                v["term"] = v["low"]
-                boot = mc[ti] if c.group_bootstrap == "return" else None
-            raw = hierarchical_advantages(r, starts, v["high"], v["low"], v["term"], c, v_boot=boot)
+            part = group_parts(g, module.config)[
+                ti
+            ]  # the values and raw advantages the module used
+            r, starts = part.rewards, part.starts
+            v = {"high": part.v_high, "low": part.v_low, "term": part.v_term}
+            raw = (part.a_high, part.a_low, part.a_term)
             seg = np.cumsum(starts) - 1
             lines += [
                 f"### group {gi} trajectory {ti} (won: {traj.won}, segments: {int(starts.sum())})",

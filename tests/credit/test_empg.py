@@ -21,12 +21,17 @@ def test_empg_hand_computed_over_grpo():
     # H = [1, 3, 2]; min-max -> H~ = [0, 1, 0.5]; exp(-H~) = [1, e^-1, e^-0.5];
     # g = exp(-H~) / mean(exp(-H~)). Bonus: T0t0 gets 0.1 * exp(-H~ of T0t1) = 0.1 e^-1;
     # last steps get none.
+    # Final advantage normalisation (the paper's Eq. 7): subtract the batch mean of A'.
     e = np.exp([0.0, -1.0, -0.5])
     g = e / e.mean()
-    expected = [g[0] * 5 + 0.1 * np.exp(-1.0), g[1] * 5, g[2] * -5]
+    modulated = np.array([g[0] * 5 + 0.1 * np.exp(-1.0), g[1] * 5, g[2] * -5])
     adv = credit.make("empg", base_options={"mode": "mean_norm"})([entropic_group()])
-    np.testing.assert_allclose(adv.values, expected)
+    np.testing.assert_allclose(adv.values, modulated - modulated.mean())
+    assert adv.values.mean() == pytest.approx(0.0, abs=1e-12)
+    assert adv.diagnostics["recentre_shift"] == pytest.approx(modulated.mean())
     assert adv.diagnostics["entropy_mean"] == pytest.approx(2.0)
+    raw = credit.make("empg", recenter=False, base_options={"mode": "mean_norm"})
+    np.testing.assert_allclose(raw([entropic_group()]).values, modulated)
 
 
 def test_empg_composes_with_gigpo():
@@ -35,17 +40,18 @@ def test_empg_composes_with_gigpo():
     e = np.exp([0.0, -1.0, -0.5])
     g = e / e.mean()
     adv = credit.make("empg", base="gigpo", base_options={"mode": "mean_norm"}, zeta=0.0)([grp])
-    np.testing.assert_allclose(adv.values, g * base)
+    np.testing.assert_allclose(adv.values, g * base - (g * base).mean())
 
 
 def test_flat_entropies_leave_the_base_plus_a_constant_bonus():
-    # All H equal -> H~ = 0, g = 1, bonus zeta * e^0 = zeta on every step but the last.
+    # All H equal -> H~ = 0, g = 1, bonus zeta * e^0 = zeta on every step but the last:
+    # A' = [5.2, 5, -5], batch mean 5.2 / 3, subtracted from every step.
     grp = entropic_group()
     for t in grp.trajectories:
         for s in t.steps:
             s.entropies = np.array([0.7])
     adv = credit.make("empg", zeta=0.2, base_options={"mode": "mean_norm"})([grp])
-    np.testing.assert_allclose(adv.values, [5.2, 5, -5])
+    np.testing.assert_allclose(adv.values, np.array([5.2, 5, -5]) - 5.2 / 3)
 
 
 def test_empg_needs_entropies_and_its_base_needs():

@@ -149,9 +149,16 @@ def test_empg_with_flat_entropies_and_no_bonus_is_its_base(spec, base):
     for t in g.trajectories:
         for s in t.steps:
             s.entropies = np.array([0.3, 0.3])
+    # Flat entropies: H~ = 0, g = 1, and zeta = 0: A' = A; EMPG then recentres on the batch mean.
+    base_values = credit.make(base)([g]).values
+    np.testing.assert_allclose(
+        credit.make("empg", base=base, zeta=0.0, recenter=False)([g]).values,
+        base_values,
+        atol=1e-12,
+    )
     np.testing.assert_allclose(
         credit.make("empg", base=base, zeta=0.0)([g]).values,
-        credit.make(base)([g]).values,
+        base_values - base_values.mean(),
         atol=1e-12,
     )
 
