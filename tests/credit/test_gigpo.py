@@ -1,6 +1,9 @@
+from difflib import SequenceMatcher
+
 import numpy as np
 
 from creditgym import credit
+from creditgym.credit.gigpo import similarity_clusters
 from creditgym.credit.grpo import episode_advantages
 from tests.credit.helpers import group, traj
 
@@ -77,3 +80,83 @@ def test_similarity_anchors_cluster_near_identical_observations():
     adv = credit.make("gigpo", mode="mean_norm", similarity=0.9)([g])
     step = adv.values - episode_advantages([g], "mean_norm", "sample", 0.1)
     np.testing.assert_allclose(step, [9.5 - 4.875, 10 - 4.875, -4.875, -4.875, 0.0])
+
+
+def parity_group():
+    # T1: s0 -> s1 -> win, rewards (0, 10), step 1 invalid (penalty 0.1), won.
+    # T2: s0 -> lose, reward 0, lost.
+    return group(
+        traj([("s0", "a", 0), ("s1", "b", 10)], end="win", invalid=(1,)),
+        traj([("s0", "c", 0)], end="lose"),
+    )
+
+
+def test_verl_agent_parity_options_reproduce_compute_gigpo_outcome_advantage():
+    # episode_score="verl_agent": row score = 10 x won - the row's own penalty:
+    #   T1 rows [10, 10 - 0.1 = 9.9], T2 row [0].
+    # per_step_rows: mean and std over all 3 rows (compute_mean_std_cross_steps):
+    #   mean 19.9 / 3; std = torch.std (sample).
+    # Step part: r = T1 [0, 9.9], T2 [0]; Rhat (0.95) T1 [9.405, 9.9], T2 [0];
+    #   anchor s0 {9.405, 0}: mean 4.7025, sample std 9.405 / sqrt(2); s1 singleton -> 0.
+    rows = np.array([10.0, 9.9, 0.0])
+    ep = (rows - rows.mean()) / (rows.std(ddof=1) + 1e-6)
+    s0 = np.array([9.405, 0.0])
+    st = (s0 - s0.mean()) / (s0.std(ddof=1) + 1e-6)
+    adv = credit.make("gigpo", per_step_rows=True, episode_score="verl_agent")([parity_group()])
+    np.testing.assert_allclose(adv.values, [ep[0] + st[0], ep[1] + 0.0, ep[2] + st[1]])
+    # mean_norm: [10 - 6.6333, 9.9 - 6.6333, 0 - 6.6333] + [4.7025, 0, -4.7025].
+    m = credit.make("gigpo", per_step_rows=True, episode_score="verl_agent", mode="mean_norm")(
+        [parity_group()]
+    )
+    np.testing.assert_allclose(
+        m.values, [10 - 19.9 / 3 + 4.7025, 9.9 - 19.9 / 3, -19.9 / 3 - 4.7025]
+    )
+    # verl_agent without per_step_rows: statistics over one row per trajectory (its first:
+    # [10, 0], mean 5, sample std 7.0711), applied to every row's own score.
+    one = credit.make("gigpo", episode_score="verl_agent", mode="mean_norm")([parity_group()])
+    np.testing.assert_allclose(one.values, [10 - 5 + 4.7025, 9.9 - 5, 0 - 5 - 4.7025])
+    # The defaults stay the paper's: R_i over trajectories. R = [9.9, 0] -> mean_norm [4.95, -4.95].
+    d = credit.make("gigpo", mode="mean_norm")([parity_group()])
+    np.testing.assert_allclose(d.values, [4.95 + 4.7025, 4.95, -4.95 - 4.7025])
+
+
+def long_observations():
+    """Six ~310-character texts: one base text, each copy with a few words replaced."""
+    rng = np.random.default_rng(0)
+    words = ["the", "doc", "search", "result", "title", "text", "about", "river", "city", "museum", "found", "in", "year"]
+    base = " ".join(rng.choice(words, 60))
+    texts = []
+    for _ in range(6):
+        w = base.split()
+        for _ in range(rng.integers(1, 12)):
+            w[rng.integers(len(w))] = rng.choice(words)
+        texts.append(" ".join(w))
+    return texts
+
+
+def reference_clusters(texts, threshold):
+    """verl-agent's clustering, verbatim in behaviour: first cluster whose representative
+    ``rep`` gives ``SequenceMatcher(None, obs, rep).ratio() >= threshold``."""
+    reps, labels = [], []
+    for obs in texts:
+        for ci, rep in enumerate(reps):
+            if SequenceMatcher(None, obs, rep).ratio() >= threshold:
+                labels.append(ci)
+                break
+        else:
+            labels.append(len(reps))
+            reps.append(obs)
+    return labels
+
+
+def test_similarity_matches_verl_agent_argument_order_and_autojunk():
+    texts = long_observations()
+    assert min(len(t) for t in texts) > 200  # long enough for difflib's autojunk to act
+    ours = similarity_clusters(texts, 0.9).tolist()
+    assert ours == reference_clusters(texts, 0.9) == [0, 1, 2, 3, 4, 5]
+    # The old keying (arguments swapped, autojunk off) put text 2 in text 0's cluster:
+    assert SequenceMatcher(None, texts[0], texts[2], autojunk=False).ratio() >= 0.9
+    assert SequenceMatcher(None, texts[2], texts[0]).ratio() < 0.9
+    # Every threshold gives the reference's clusters.
+    for thr in (0.3, 0.5, 0.7, 0.8, 0.95, 1.0):
+        assert similarity_clusters(texts * 2, thr).tolist() == reference_clusters(texts * 2, thr)

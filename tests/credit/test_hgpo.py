@@ -83,3 +83,19 @@ def test_hgpo_options_are_checked():
         credit.make("hgpo", mode="zscore")
     with pytest.raises(TypeError, match="did you mean"):
         credit.make("hgpo", histroy=2)
+
+
+def test_hgpo_base_group_uses_the_unbiased_std():
+    # mean_std_norm: the levels divide by the population std, the base item (k = 0) by the
+    # sample std as the reference's trajectory term. Episode returns [10, 0, 0]: mean 10/3,
+    # sample std = sqrt(((20/3)^2 + 2 (10/3)^2) / 2) = sqrt(100/3) = 5.7735 (population: 4.714).
+    g = three_paths()
+    with_base = credit.make("hgpo", history=1, base_group=True)([g]).values
+    levels = credit.make("hgpo", history=1)([g])
+    base = np.array([20 / 3, -10 / 3, -10 / 3]) / (np.sqrt(100 / 3) + 1e-6)
+    # T1t2 and T2t0 sit in s2 with Rhat 0 each (a tied anchor group, a_1 = 0) and their level-2
+    # items are singletons (0): only the base item is left, so A is the base item itself.
+    assert levels.values[4] == 0.0 and levels.values[5] == 0.0
+    assert with_base[4] == pytest.approx(base[1])
+    assert with_base[5] == pytest.approx(base[2])
+    assert base[1] == pytest.approx(-0.57735, abs=1e-5)  # population std would give -0.7071

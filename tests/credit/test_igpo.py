@@ -97,3 +97,18 @@ def test_igpo_missing_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="ground_truth"):
         credit.make("igpo")([g])
     assert credit.make("igpo").needs == {"answer_logprobs"}
+
+
+def test_f1_is_scored_against_the_best_matching_golden_answer():
+    # Golden answers ["NYC", "New York City"]: "new york city!" scores F1 0 against "NYC" and 1
+    # against "New York City" -> 1. "York": 0 vs "NYC", P = 1, R = 1/3 -> F1 0.5 vs the other.
+    g = qa_group()
+    for t in g.trajectories:
+        t.steps[-1].info = {"ground_truth": "NYC", "golden_answers": ["NYC", "New York City"]}
+    from creditgym.credit.igpo import turn_rewards
+
+    c = credit.make("igpo").config
+    assert turn_rewards(g.trajectories[0], c)[0][-1] == pytest.approx(1.0)
+    assert turn_rewards(g.trajectories[1], c)[0][-1] == pytest.approx(0.5)
+    # With only the first golden answer ("NYC") both final F1s would be 0.
+    assert word_f1("new york city!", "NYC") == 0.0
