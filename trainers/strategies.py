@@ -7,6 +7,9 @@ runs unchanged on any env backend. ``rollout.strategy`` names one; `available()`
 asynchronous, staleness-bounded rollouts (SCALE.md section 3); tree, MC-chain and retry
 strategies may refuse.
 
+The building blocks (`start_episodes`, `contexts_for`, `record_step`, `assemble`,
+`batch_stats`) are shared, so a new strategy changes only the order in which it steps.
+
 ``lockstep`` (the default, today's loop): all episodes of all groups advance in turns, one
 batched `agent.act` call per turn for the episodes still running (finished episodes never act).
 All G members of a group reset with the same task and seed. An env that raises, or reports
@@ -24,12 +27,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from creditgym.agents.base import Agent, Context, agent_needs
+from creditgym.agents.base import Agent, Context, Turn, agent_needs
 from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
 from creditgym.trainers.shards import EnvPool, SlotResult
 
 __all__ = [
+    "Episode",
     "LockstepStrategy",
+    "assemble",
+    "contexts_for",
+    "record_step",
+    "start_episodes",
     "RolloutBatch",
     "RolloutStrategy",
     "available",
@@ -134,7 +142,9 @@ def batch_stats(
 
 
 @dataclass
-class _Episode:
+class Episode:
+    """One running episode of a rollout: its group, its pool slot and what it has recorded."""
+
     group: int
     slot: int
     traj: Trajectory
@@ -144,7 +154,7 @@ class _Episode:
     done: bool = False
 
 
-def _fail(ep: _Episode, result: SlotResult, stats: dict[str, float]) -> None:
+def _fail(ep: Episode, result: SlotResult, stats: dict[str, float]) -> None:
     """Record an env failure the shard reported: end the episode and mark it errored."""
     ep.traj.error = result.error
     ep.done = True
@@ -152,6 +162,122 @@ def _fail(ep: _Episode, result: SlotResult, stats: dict[str, float]) -> None:
     stats["env_errors"] += 1
     if result.restart_failed:
         stats["env_restart_failures"] += 1
+
+
+def start_episodes(
+    pool: EnvPool,
+    task_indices: Sequence[int],
+    group_size: int,
+    seeds: Sequence[int],
+    stats: dict[str, float],
+) -> list[Episode]:
+    """Reset slot ``b * group_size + m`` to task b with seed b, for every group b and member m."""
+    episodes = [
+        Episode(group=b, slot=b * group_size + m, traj=Trajectory(seed=int(seed)))
+        for b, seed in enumerate(seeds)
+        for m in range(group_size)
+    ]
+    results = pool.reset_many(
+        [(ep.slot, int(task_indices[ep.group]), int(seeds[ep.group])) for ep in episodes]
+    )
+    for ep, res in zip(episodes, results):
+        if res.error is not None:
+            _fail(ep, res, stats)
+        else:
+            ep.obs, ep.info = res.obs, res.info
+        ep.traj.task_id = str(ep.info.get("task_id", task_indices[ep.group]))
+        ep.traj.task_type = str(ep.info.get("task_type", "default"))
+    return episodes
+
+
+def contexts_for(
+    pool: EnvPool, episodes: Sequence[Episode], experts: Sequence[str | None]
+) -> list[Context]:
+    """What the agent sees for each running episode (data only: no env object)."""
+    desc = pool.description
+    return [
+        Context(
+            task=ep.info.get("task", ""),
+            observation=ep.obs,
+            admissible_actions=ep.info.get("admissible_actions"),
+            history=ep.history,
+            state_key=ep.info["state_key"],
+            info=ep.info,
+            env_id=pool.env_id,
+            family=desc.family,
+            episode=ep.slot,
+            step=len(ep.traj.steps),
+            expert_action=expert,
+            action_space=desc.action_space,
+        )
+        for ep, expert in zip(episodes, experts)
+    ]
+
+
+def record_step(
+    ep: Episode, ctx: Context, out: Turn, res: SlotResult, stats: dict[str, float]
+) -> None:
+    """Append the step `out` gave (or end the episode on an env failure)."""
+    if res.error is not None:
+        _fail(ep, res, stats)
+        return
+    info = res.info
+    if info.get("error"):
+        ep.traj.error = str(info["error"])
+        ep.done = True
+        stats["env_errors"] += 1
+        return
+    ep.traj.steps.append(
+        Step(
+            state_key=ctx.state_key,
+            action=out.action,
+            reward=float(res.reward),
+            valid=bool(info.get("action_valid", True)) and out.format_ok,
+            next_state_key=info["state_key"],
+            observation=ctx.observation,
+            admissible_actions=ctx.admissible_actions,
+            text=out.text or out.action,
+            terminated=res.terminated,
+            truncated=res.truncated,
+            info=info,
+            prompt_ids=out.prompt_ids,
+            response_ids=out.response_ids,
+            sampler_logprobs=out.logprobs,
+            spans=out.spans,
+            extras=out.extras,
+        )
+    )
+    ep.history.append((ctx.observation, out.action))
+    ep.obs, ep.info = res.obs, info
+    if res.terminated or res.truncated:
+        ep.done = True
+        ep.traj.won = bool(info.get("won", False))
+        ep.traj.info = {"score": float(info.get("score", 0.0)), "truncated": res.truncated}
+
+
+def assemble(
+    pool: EnvPool, episodes: Sequence[Episode], seeds: Sequence[int]
+) -> tuple[list[TrajectoryGroup], list[Trajectory]]:
+    """Finished trajectories by group (in member order) and the errored ones, dropped."""
+    groups = [TrajectoryGroup(task_id="", seed=int(seed), env_id=pool.env_id) for seed in seeds]
+    dropped: list[Trajectory] = []
+    for ep in episodes:
+        if ep.traj.error is not None:
+            dropped.append(ep.traj)
+            continue
+        groups[ep.group].trajectories.append(ep.traj)
+        groups[ep.group].task_id = ep.traj.task_id
+    return groups, dropped
+
+
+def _check_expert(pool: EnvPool, agent: Agent) -> bool:
+    """Whether the agent needs expert actions; refuses an env without an expert."""
+    wants = "expert_action" in agent_needs(agent)
+    if wants and not pool.description.has_expert:
+        raise TypeError(
+            f"{pool.env_id} has no expert: its env class must implement expert_action()"
+        )
+    return wants
 
 
 @register_strategy("lockstep")
@@ -171,61 +297,18 @@ class LockstepStrategy(RolloutStrategy):
     ) -> RolloutBatch:
         if len(seeds) != len(task_indices):
             raise ValueError("need one seed per task")
-        wants_expert = "expert_action" in agent_needs(agent)
-        n = len(task_indices) * group_size
-        pool.ensure(n)
-        desc = pool.description
-        if wants_expert and not desc.has_expert:
-            raise TypeError(
-                f"{pool.env_id} has no expert: its env class must implement expert_action()"
-            )
+        pool.ensure(len(task_indices) * group_size)
+        wants_expert = _check_expert(pool, agent)
         stats: dict[str, float] = defaultdict(float)
-        episodes = [
-            _Episode(group=b, slot=b * group_size + m, traj=Trajectory(seed=int(seed)))
-            for b, seed in enumerate(seeds)
-            for m in range(group_size)
-        ]
         t0 = time.perf_counter()
-        results = pool.reset_many(
-            [(ep.slot, int(task_indices[ep.group]), int(seeds[ep.group])) for ep in episodes]
-        )
-        t_env = time.perf_counter() - t0
-        for ep, res in zip(episodes, results):
-            if res.error is not None:
-                _fail(ep, res, stats)
-            else:
-                ep.obs, ep.info = res.obs, res.info
-            ep.traj.task_id = str(ep.info.get("task_id", task_indices[ep.group]))
-            ep.traj.task_type = str(ep.info.get("task_type", "default"))
-
-        t_agent = 0.0
-        turn = 0
-        while True:
-            active = [ep for ep in episodes if not ep.done]
-            if not active:
-                break
-            experts: list[str | None] = [None] * len(active)
-            if wants_expert:
-                t0 = time.perf_counter()
-                experts = pool.expert_many([ep.slot for ep in active])
-                t_env += time.perf_counter() - t0
-            contexts = [
-                Context(
-                    task=ep.info.get("task", ""),
-                    observation=ep.obs,
-                    admissible_actions=ep.info.get("admissible_actions"),
-                    history=ep.history,
-                    state_key=ep.info["state_key"],
-                    info=ep.info,
-                    env_id=pool.env_id,
-                    family=desc.family,
-                    episode=ep.slot,
-                    step=len(ep.traj.steps),
-                    expert_action=expert,
-                    action_space=desc.action_space,
-                )
-                for ep, expert in zip(active, experts)
-            ]
+        episodes = start_episodes(pool, task_indices, group_size, seeds, stats)
+        t_env, t_agent, turn = time.perf_counter() - t0, 0.0, 0
+        while active := [ep for ep in episodes if not ep.done]:
+            t0 = time.perf_counter()
+            slots = [ep.slot for ep in active]
+            experts = pool.expert_many(slots) if wants_expert else [None] * len(active)
+            contexts = contexts_for(pool, active, experts)
+            t_env += time.perf_counter() - t0
             t0 = time.perf_counter()
             turns = agent.act(contexts)
             t_agent += time.perf_counter() - t0
@@ -234,60 +317,12 @@ class LockstepStrategy(RolloutStrategy):
             t0 = time.perf_counter()
             results = pool.step_many([(ep.slot, out.action) for ep, out in zip(active, turns)])
             for ep, ctx, out, res in zip(active, contexts, turns, results):
-                if res.error is not None:
-                    _fail(ep, res, stats)
-                    continue
-                info = res.info
-                if info.get("error"):
-                    ep.traj.error = str(info["error"])
-                    ep.done = True
-                    stats["env_errors"] += 1
-                    continue
-                ep.traj.steps.append(
-                    Step(
-                        state_key=ctx.state_key,
-                        action=out.action,
-                        reward=float(res.reward),
-                        valid=bool(info.get("action_valid", True)) and out.format_ok,
-                        next_state_key=info["state_key"],
-                        observation=ctx.observation,
-                        admissible_actions=ctx.admissible_actions,
-                        text=out.text or out.action,
-                        terminated=res.terminated,
-                        truncated=res.truncated,
-                        info=info,
-                        prompt_ids=out.prompt_ids,
-                        response_ids=out.response_ids,
-                        sampler_logprobs=out.logprobs,
-                        spans=out.spans,
-                        extras=out.extras,
-                    )
-                )
-                ep.history.append((ctx.observation, out.action))
-                ep.obs, ep.info = res.obs, info
-                if res.terminated or res.truncated:
-                    ep.done = True
-                    ep.traj.won = bool(info.get("won", False))
-                    ep.traj.info = {
-                        "score": float(info.get("score", 0.0)),
-                        "truncated": res.truncated,
-                    }
+                record_step(ep, ctx, out, res, stats)
             t_env += time.perf_counter() - t0
             turn += 1
             if on_turn is not None:
                 on_turn(turn, len(active))
-
-        groups = [
-            TrajectoryGroup(task_id="", seed=int(seeds[b]), env_id=pool.env_id)
-            for b in range(len(task_indices))
-        ]
-        dropped: list[Trajectory] = []
-        for ep in episodes:
-            if ep.traj.error is not None:
-                dropped.append(ep.traj)
-                continue
-            groups[ep.group].trajectories.append(ep.traj)
-            groups[ep.group].task_id = ep.traj.task_id
+        groups, dropped = assemble(pool, episodes, seeds)
         timings = {"time_env_s": t_env, "time_agent_s": t_agent}
         stats.update(batch_stats(groups, dropped, turn, timings))
         return RolloutBatch(groups=groups, stats=dict(stats), dropped=dropped)
