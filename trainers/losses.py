@@ -19,39 +19,31 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from creditgym.trainers.registry import Registry
+
 #: The learner's objective when the config names none: today's PPO-clip + KL + entropy bonus.
 DEFAULT_POLICY = "ppo_clip"
 DEFAULT_TERMS: tuple[str, ...] = ("kl", "entropy")
 
 Factory = Callable[[Any], Any]
 
-_POLICIES: dict[str, Factory] = {}
-_TERMS: dict[str, Factory] = {}
-
-
-def _register(table: dict[str, Factory], kind: str, name: str) -> Callable[[Factory], Factory]:
-    def deco(factory: Factory) -> Factory:
-        if name in table and table[name] is not factory:
-            raise ValueError(f"{kind} {name!r} is already registered")
-        table[name] = factory
-        return factory
-
-    return deco
+_POLICIES: Registry[Factory] = Registry("policy loss")
+_TERMS: Registry[Factory] = Registry("loss term")
 
 
 def register_policy_loss(name: str) -> Callable[[Factory], Factory]:
     """Decorator: ``factory(config) -> loss`` becomes the policy loss ``name``."""
-    return _register(_POLICIES, "policy loss", name)
+    return _POLICIES.register(name)
 
 
 def register_term(name: str) -> Callable[[Factory], Factory]:
     """Decorator: ``factory(config) -> term`` becomes the loss term ``name``."""
-    return _register(_TERMS, "loss term", name)
+    return _TERMS.register(name)
 
 
 def available_policy_losses() -> list[str]:
     """Names of the registered policy losses."""
-    return sorted(_POLICIES)
+    return _POLICIES.available()
 
 
 #: The name the config's registry check (``loss.policy``) calls.
@@ -60,13 +52,7 @@ available_policies = available_policy_losses
 
 def available_terms() -> list[str]:
     """Names of the registered loss terms."""
-    return sorted(_TERMS)
-
-
-def _lookup(table: dict[str, Factory], kind: str, name: str) -> Factory:
-    if name not in table:
-        raise ValueError(f"unknown {kind} {name!r}; registered: {sorted(table)}")
-    return table[name]
+    return _TERMS.available()
 
 
 @dataclass
@@ -104,8 +90,8 @@ def build_objective(
     dup = sorted({t for t in terms if list(terms).count(t) > 1})
     if dup:
         raise ValueError(f"loss terms listed twice: {dup}")
-    built = {name: _lookup(_TERMS, "loss term", name)(config) for name in terms}
-    return Objective(policy, _lookup(_POLICIES, "policy loss", policy)(config), built)
+    built = {name: _TERMS.get(name)(config) for name in terms}
+    return Objective(policy, _POLICIES.get(policy)(config), built)
 
 
 @register_policy_loss("ppo_clip")

@@ -13,10 +13,12 @@ default does nothing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+
+from creditgym.trainers.registry import Registry
 
 __all__ = ["TaskSampler", "UniformSampler", "available", "make", "register_sampler"]
 
@@ -60,33 +62,17 @@ class TaskSampler(ABC):
             )
 
 
-_SAMPLERS: dict[str, type[TaskSampler]] = {}
+_SAMPLERS: Registry[type[TaskSampler]] = Registry("task sampler", attr="name")
 
-
-def register_sampler(name: str) -> Callable[[type[TaskSampler]], type[TaskSampler]]:
-    """Class decorator: register a `TaskSampler` under `name`."""
-
-    def deco(cls: type[TaskSampler]) -> type[TaskSampler]:
-        if name in _SAMPLERS and _SAMPLERS[name] is not cls:
-            raise ValueError(f"task sampler {name!r} is already registered")
-        cls.name = name
-        _SAMPLERS[name] = cls
-        return cls
-
-    return deco
-
-
-def available() -> list[str]:
-    """Registered task samplers (``sampler.name`` values)."""
-    return sorted(_SAMPLERS)
+#: Class decorator: register a `TaskSampler` under a name (``sampler.name``).
+register_sampler = _SAMPLERS.register
+#: Registered task samplers (``sampler.name`` values).
+available = _SAMPLERS.available
 
 
 def make(name: str, *, num_tasks: int, seed: int, **options: Any) -> TaskSampler:
     """Build the sampler registered as `name` for a panel of `num_tasks` tasks."""
-    try:
-        cls = _SAMPLERS[name]
-    except KeyError:
-        raise ValueError(f"unknown task sampler {name!r}; registered: {available()}") from None
+    cls = _SAMPLERS.get(name)
     return cls(num_tasks, seed, **options)
 
 

@@ -32,13 +32,14 @@ import resource
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import gymnasium
 
 from creditgym.envs.base import Panel, TextEnv
+from creditgym.trainers.registry import Registry
 
 __all__ = [
     "BranchingNotSupported",
@@ -176,25 +177,12 @@ class EnvShard(ABC):
     def close(self) -> None: ...
 
 
-_SHARDS: dict[str, type[EnvShard]] = {}
+_SHARDS: Registry[type[EnvShard]] = Registry("env backend", attr="backend")
 
-
-def register_shard(name: str) -> Callable[[type[EnvShard]], type[EnvShard]]:
-    """Class decorator: register an `EnvShard` backend under `name`."""
-
-    def deco(cls: type[EnvShard]) -> type[EnvShard]:
-        if name in _SHARDS and _SHARDS[name] is not cls:
-            raise ValueError(f"env backend {name!r} is already registered")
-        cls.backend = name
-        _SHARDS[name] = cls
-        return cls
-
-    return deco
-
-
-def available() -> list[str]:
-    """Registered env backends (``rollout.env_backend`` values)."""
-    return sorted(_SHARDS)
+#: Class decorator: register an `EnvShard` backend under a name (``rollout.env_backend``).
+register_shard = _SHARDS.register
+#: Registered env backends (``rollout.env_backend`` values).
+available = _SHARDS.available
 
 
 def make_shard(
@@ -206,10 +194,7 @@ def make_shard(
     **options: Any,
 ) -> EnvShard:
     """Build a shard of backend `name` holding `size` envs."""
-    try:
-        cls = _SHARDS[name]
-    except KeyError:
-        raise ValueError(f"unknown env backend {name!r}; registered: {available()}") from None
+    cls = _SHARDS.get(name)
     return cls(env_id, size, split, dict(env_kwargs or {}), **options)
 
 

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from creditgym.agents.base import Agent, Context, Turn, agent_needs
 from creditgym.credit.trajectory import Step, Trajectory, TrajectoryGroup
+from creditgym.trainers.registry import Registry
 from creditgym.trainers.shards import EnvPool, SlotResult
 
 __all__ = [
@@ -80,34 +81,17 @@ class RolloutStrategy(ABC):
         """
 
 
-_STRATEGIES: dict[str, type[RolloutStrategy]] = {}
+_STRATEGIES: Registry[type[RolloutStrategy]] = Registry("rollout strategy", attr="name")
 
-
-def register_strategy(name: str) -> Callable[[type[RolloutStrategy]], type[RolloutStrategy]]:
-    """Class decorator: register a `RolloutStrategy` under `name`."""
-
-    def deco(cls: type[RolloutStrategy]) -> type[RolloutStrategy]:
-        if name in _STRATEGIES and _STRATEGIES[name] is not cls:
-            raise ValueError(f"rollout strategy {name!r} is already registered")
-        cls.name = name
-        _STRATEGIES[name] = cls
-        return cls
-
-    return deco
-
-
-def available() -> list[str]:
-    """Registered rollout strategies (``rollout.strategy`` values)."""
-    return sorted(_STRATEGIES)
+#: Class decorator: register a `RolloutStrategy` under a name (``rollout.strategy``).
+register_strategy = _STRATEGIES.register
+#: Registered rollout strategies (``rollout.strategy`` values).
+available = _STRATEGIES.available
 
 
 def make(name: str, **options: Any) -> RolloutStrategy:
     """Build the strategy registered as `name`."""
-    try:
-        cls = _STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown rollout strategy {name!r}; registered: {available()}") from None
-    return cls(**options)
+    return _STRATEGIES.get(name)(**options)
 
 
 def batch_stats(

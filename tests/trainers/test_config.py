@@ -234,7 +234,7 @@ def test_seam_defaults_and_a_registered_sampler() -> None:
         cfg = load_config(None, ["sampler.name=h2-test-reversed", "sampler.options={}"])
         assert cfg.sampler.name == "h2-test-reversed"
     finally:
-        samplers._SAMPLERS.pop("h2-test-reversed")
+        samplers._SAMPLERS.unregister("h2-test-reversed")
 
 
 def test_a_registry_module_that_does_not_exist_yet_is_skipped(monkeypatch) -> None:

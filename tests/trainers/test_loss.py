@@ -203,7 +203,7 @@ def logp_l2_term():
 
     register_term("test_logp_l2")(lambda config: L2(0.5))
     yield "test_logp_l2"
-    losses._TERMS.pop("test_logp_l2")
+    losses._TERMS.unregister("test_logp_l2")
 
 
 def test_a_registered_term_joins_the_objective(logp_l2_term) -> None:
