@@ -51,19 +51,20 @@ class TrajectoryGraph:
         next_node: np.ndarray,
         actions: list[str],
         lengths: np.ndarray,
+        edge: np.ndarray | None = None,
+        edge_keys: list[tuple[int, str]] | None = None,
     ):
         self.states = states
         self.node = np.asarray(node, dtype=np.int64)
         self.next_node = np.asarray(next_node, dtype=np.int64)
         self.actions = actions
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        table: dict[tuple[int, str], int] = {}
-        self.edge = np.fromiter(
-            (table.setdefault(k, len(table)) for k in zip(self.node.tolist(), actions)),
-            dtype=np.int64,
-            count=len(actions),
-        )
-        self.edge_keys: list[tuple[int, str]] = list(table)
+        if edge is None or edge_keys is None:
+            table: dict[tuple[int, str], int] = {}
+            edge = [table.setdefault(k, len(table)) for k in zip(self.node.tolist(), actions)]
+            edge_keys = list(table)
+        self.edge = np.asarray(edge, dtype=np.int64)
+        self.edge_keys: list[tuple[int, str]] = edge_keys
         self._paths: dict[int, np.ndarray] = {1: self.node}
         self._prefix: np.ndarray | None = None
 
@@ -71,14 +72,18 @@ class TrajectoryGraph:
     def from_group(cls, group: TrajectoryGroup) -> TrajectoryGraph:
         """One pass over the group's steps."""
         ids: dict[str, int] = {}
-        node, nxt, actions, lengths = [], [], [], []
+        edges: dict[tuple[int, str], int] = {}
+        node, nxt, edge, actions, lengths = [], [], [], [], []
         for traj in group.trajectories:
             lengths.append(len(traj.steps))
             for step in traj.steps:
-                node.append(ids.setdefault(step.state_key, len(ids)))
+                s = ids.setdefault(step.state_key, len(ids))
+                a = step.action
+                node.append(s)
                 nxt.append(ids.setdefault(step.next_state_key, len(ids)))
-                actions.append(step.action)
-        return cls(list(ids), np.array(node, np.int64), np.array(nxt, np.int64), actions, lengths)
+                edge.append(edges.setdefault((s, a), len(edges)))
+                actions.append(a)
+        return cls(list(ids), node, nxt, actions, lengths, edge, list(edges))
 
     # ------------------------------------------------------------------ per-step ids
     @property

@@ -13,7 +13,7 @@ those tokens is ``Step.answer_logprob_before`` / ``answer_logprob_after`` (fille
 
 The rewards are normalised inside each group: ``joint`` z-scores every turn reward of the group
 together (the paper); ``separate`` z-scores the F1 rewards and the information-gain rewards each
-among themselves. Then A_t = r~_t + gamma A_{t+1} with gamma = 1.0.
+among themselves (``mode="mean_norm"`` centres without dividing by the std). Then A_t = r~_t + gamma A_{t+1} with gamma = 1.0.
 
 The final F1 is taken against the best-matching of the task's golden answers: the env's
 ``info["golden_answers"]`` (a list), else ``info["ground_truth"]`` alone.
