@@ -14,7 +14,8 @@ and prefixes). It is array-form, built in one linear pass over the group's steps
   trajectory has fewer than k states so far); ``path_ids(1)`` is ``node``;
 - ``prefix_ids()[j]``: on request, the id of the whole history (s_0, a_0, ..., s_t, a_t).
 
-Ids are dense integers 0..n-1 in first-seen order. States are equal when their keys are equal.
+Ids are dense integers 0..n-1 in first-seen order (node ids: the states steps were taken in, then
+the states only ever reached). States are equal when their keys are equal.
 `to_networkx` gives the same graph as a `networkx.MultiDiGraph` (nodes: states with ``visits``,
 ``start``, ``ends``; keyed edges s -> s' with key = action and ``occurrences``), for export and
 pictures; `to_dict` / `from_dict` (and the JSON pair) round-trip it exactly.
@@ -70,19 +71,16 @@ class TrajectoryGraph:
 
     @classmethod
     def from_group(cls, group: TrajectoryGroup) -> TrajectoryGraph:
-        """One pass over the group's steps."""
+        """A few linear passes over the group's steps. Node ids: the states steps were taken in,
+        in first-seen order, then the states only ever reached."""
+        steps = [s for traj in group.trajectories for s in traj.steps]
         ids: dict[str, int] = {}
+        node = [ids.setdefault(s.state_key, len(ids)) for s in steps]
+        nxt = [ids.setdefault(s.next_state_key, len(ids)) for s in steps]
+        actions = [s.action for s in steps]
         edges: dict[tuple[int, str], int] = {}
-        node, nxt, edge, actions, lengths = [], [], [], [], []
-        for traj in group.trajectories:
-            lengths.append(len(traj.steps))
-            for step in traj.steps:
-                s = ids.setdefault(step.state_key, len(ids))
-                a = step.action
-                node.append(s)
-                nxt.append(ids.setdefault(step.next_state_key, len(ids)))
-                edge.append(edges.setdefault((s, a), len(edges)))
-                actions.append(a)
+        edge = [edges.setdefault(k, len(edges)) for k in zip(node, actions)]
+        lengths = [len(traj.steps) for traj in group.trajectories]
         return cls(list(ids), node, nxt, actions, lengths, edge, list(edges))
 
     # ------------------------------------------------------------------ per-step ids

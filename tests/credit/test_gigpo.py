@@ -123,7 +123,7 @@ def test_verl_agent_parity_options_reproduce_compute_gigpo_outcome_advantage():
 def long_observations():
     """Six ~310-character texts: one base text, each copy with a few words replaced."""
     rng = np.random.default_rng(0)
-    words = ["the", "doc", "search", "result", "title", "text", "about", "river", "city", "museum", "found", "in", "year"]
+    words = "the doc search result title text about river city museum found in year".split()  # noqa: SIM905
     base = " ".join(rng.choice(words, 60))
     texts = []
     for _ in range(6):
