@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo-credit install install-ecosystem install-openenv install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm demo test test-quick lint format clean
+.PHONY: demo-credit install install-ecosystem install-openenv install-verifiers install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -65,7 +65,7 @@ install-vllm: install-core
 # Ecosystem adapters (pyproject extras skyrl, trl, datasets) in the project venv, pinned against
 # what it holds (a constraints file of its own versions, so nothing it has moves), when missing.
 ECO_CONSTRAINTS := $(VENV)/creditgym-constraints.txt
-install-ecosystem: install-core install-openenv
+install-ecosystem: install-core install-openenv install-verifiers
 	@$(PY) -c "import skyrl_gym, trl, datasets" 2>/dev/null || { \
 		$(PIP) freeze --exclude-editable | grep -v ' @ ' > $(ECO_CONSTRAINTS) && \
 		$(PIP) install -q -c $(ECO_CONSTRAINTS) -e ".[skyrl,trl,datasets]"; }
@@ -81,6 +81,18 @@ install-openenv: install-core
 			> $$($(OPENENV_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_creditgym_base.pth && \
 		$(PIP) freeze --exclude-editable | grep -v ' @ ' | grep -viE '^(mcp|pillow)==' > $(OPENENV_VENV)/constraints.txt && \
 		$(OPENENV_VENV)/bin/python -m pip install -q --disable-pip-version-check -c $(OPENENV_VENV)/constraints.txt "openenv==0.10.0"; }
+
+# verifiers 0.4 cannot share the project venv either (it pins openai<3 and mcp==2.0.0; vLLM's
+# install brings openai 3 and mcp 2.3), so .venv-verifiers is an overlay like .venv-openenv: the
+# project venv's packages pinned, except those three, which resolve to openai 2.x and mcp 2.0.0.
+VERIFIERS_VENV := .venv-verifiers
+install-verifiers: install-core
+	@$(VERIFIERS_VENV)/bin/python -c "import verifiers.v1, creditgym.envs" 2>/dev/null || { \
+		"$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv $(VERIFIERS_VENV) && \
+		$(PY) -c "import sysconfig; print('import site; site.addsitedir(%r)' % sysconfig.get_paths()['purelib'])" \
+			> $$($(VERIFIERS_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_creditgym_base.pth && \
+		$(PIP) freeze --exclude-editable | grep -v ' @ ' | grep -viE '^(openai|mcp|mcp-types)==' > $(VERIFIERS_VENV)/constraints.txt && \
+		$(VERIFIERS_VENV)/bin/python -m pip install -q --disable-pip-version-check -c $(VERIFIERS_VENV)/constraints.txt "verifiers==0.4.0"; }
 
 # The main job: SmolLM2-135M + LoRA + GiGPO on KeyRooms (small), vLLM rollouts; about 7 minutes on 2 cores.
 demo: install

@@ -5,7 +5,7 @@
   ``scripts/serve_openenv.py`` is its command line.
 - `creditgym.envs.remote.client` is ``creditgym/OpenEnv-v0``: a `TextEnv` that plays an OpenEnv
   server (ours, or anyone's), so the trainer, credit modules and viewer run on remote envs.
-- `creditgym.envs.remote.skyrl`, `.trl` and `.verifiers` adapt creditgym envs to SkyRL-gym's
+- `creditgym.envs.remote.skyrl`, `.trl_tools` and `.verifiers_env` adapt creditgym envs to SkyRL-gym's
   ``BaseTextEnv``, TRL's ``environment_factory`` and verifiers' ``vf.Env``.
 
 Each module imports its framework only when imported itself; none is imported by
