@@ -94,8 +94,9 @@ def test_no_module_imports_a_bare_top_level_name():
     """Nothing imports `envs`, `agents`, `credit` or `trainers` except as `creditgym.<name>`."""
     offenders = []
     for path in ROOT.rglob("*.py"):
-        if {".venv", "runs", ".git", "build"} & set(path.relative_to(ROOT).parts):
-            continue
+        parts = path.relative_to(ROOT).parts
+        if parts[0] in {"runs", "build"} or any(p.startswith(".") for p in parts):
+            continue  # virtual environments (.venv, .venv-openenv, ...), caches, run folders
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
             names = []
