@@ -60,12 +60,8 @@ class TrajectoryGraph:
         self.next_node = np.asarray(next_node, dtype=np.int64)
         self.actions = actions
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        if edge is None or edge_keys is None:
-            table: dict[tuple[int, str], int] = {}
-            edge = [table.setdefault(k, len(table)) for k in zip(self.node.tolist(), actions)]
-            edge_keys = list(table)
-        self.edge = np.asarray(edge, dtype=np.int64)
-        self.edge_keys: list[tuple[int, str]] = edge_keys
+        self._edge = None if edge is None else np.asarray(edge, dtype=np.int64)
+        self._edge_keys = edge_keys
         self._paths: dict[int, np.ndarray] = {1: self.node}
         self._prefix: np.ndarray | None = None
 
@@ -78,12 +74,25 @@ class TrajectoryGraph:
         node = [ids.setdefault(s.state_key, len(ids)) for s in steps]
         nxt = [ids.setdefault(s.next_state_key, len(ids)) for s in steps]
         actions = [s.action for s in steps]
-        edges: dict[tuple[int, str], int] = {}
-        edge = [edges.setdefault(k, len(edges)) for k in zip(node, actions)]
         lengths = [len(traj.steps) for traj in group.trajectories]
-        return cls(list(ids), node, nxt, actions, lengths, edge, list(edges))
+        return cls(list(ids), node, nxt, actions, lengths)
 
     # ------------------------------------------------------------------ per-step ids
+    @property
+    def edge(self) -> np.ndarray:
+        """Edge id (state, action) of every step, computed on first use."""
+        if self._edge is None or self._edge_keys is None:
+            table: dict[tuple[int, str], int] = {}
+            ids = [table.setdefault(k, len(table)) for k in zip(self.node.tolist(), self.actions)]
+            self._edge, self._edge_keys = np.asarray(ids, dtype=np.int64), list(table)
+        return self._edge
+
+    @property
+    def edge_keys(self) -> list[tuple[int, str]]:
+        """(node id, action) of every edge id."""
+        self.edge  # noqa: B018  (computes both)
+        return self._edge_keys  # type: ignore[return-value]
+
     @property
     def num_steps(self) -> int:
         return len(self.node)
