@@ -26,6 +26,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from creditgym.envs.base import ACTION_MATCH  # noqa: F401  (re-exported: the agent option)
+
 OUTPUT_FORMATS = ("action", "search", "tool", "hiper")
 
 
@@ -221,9 +223,6 @@ def parse(text: str, output_format: str) -> ParsedOutput:
             f"unknown output_format {output_format!r}; choose one of {list(OUTPUT_FORMATS)}"
         ) from None
     return parser(text)
-
-
-ACTION_MATCH = ("strict", "admissible")
 
 
 def match_admissible(

@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 SPLITS = ("train", "valid", "test")
 #: The action syntaxes an env can declare (`TextEnv.action_syntax`).
 ACTION_SYNTAXES = ("action", "search", "tool")
+#: How a model's reply becomes an action: "strict" takes the parsed text as it is, "admissible" maps
+#: it onto the admissible action it names (the LLM agent and the verifiers adapter both offer it).
+ACTION_MATCH = ("strict", "admissible")
 ActionSyntax = Literal["action", "search", "tool"]
 
 # Printable ASCII, tab and newline, Latin-1 and Latin Extended-A/B, general punctuation and a few

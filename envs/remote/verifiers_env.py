@@ -42,7 +42,7 @@ from openai import AsyncOpenAI
 from verifiers.v1.dialects.chat import message_to_wire
 
 from creditgym import envs
-from creditgym.envs.base import TextEnv
+from creditgym.envs.base import ACTION_MATCH, TextEnv
 from creditgym.envs.remote.wire import jsonable
 
 __all__ = [
@@ -84,7 +84,6 @@ FORMATS = {
 }
 _ACTION_TAG = re.compile(r"<action>(.*?)</action>", re.S)
 #: How a reply becomes an action (`parse_action`).
-ACTION_MATCH = ("strict", "admissible")
 
 
 def render(obs: str, info: dict[str, Any], syntax: str) -> str:
