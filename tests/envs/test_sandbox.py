@@ -15,7 +15,9 @@ from creditgym.envs.tooluse import sandbox as sb
 # A wall time far above what the abuse tests need, so that a loaded machine (2 cores shared with
 # other work) never turns a memory or fork bomb into a timeout; the wall-time test uses its own
 # short limit.
-LIMITS = SandboxLimits(wall_time_s=20.0, memory_mb=256, processes=8, file_mb=1, max_output_chars=500)
+LIMITS = SandboxLimits(
+    wall_time_s=20.0, memory_mb=256, processes=8, file_mb=1, max_output_chars=500
+)
 SHORT = dataclasses.replace(LIMITS, wall_time_s=1.0)
 
 pytestmark = pytest.mark.skipif(
