@@ -159,6 +159,22 @@ def _limit(arrays: list[np.ndarray]) -> float:
     return lim if lim > 1e-12 else (float(vals.max()) or 1.0)
 
 
+#: The step table's columns, one list per column (row r of every list is one step).
+STEP_COLUMNS = (
+    "traj",
+    "t",
+    "obs",
+    "action",
+    "text",
+    "state",
+    "valid",
+    "reward",
+    "pv",
+    "node",
+    "edge",
+)
+
+
 def build_payload(
     data: ViewInput,
     methods: Sequence[str],
@@ -187,29 +203,42 @@ def build_payload(
         [np.arange(offsets[g], offsets[g + 1]) for g in shown] or [np.zeros(0, dtype=int)]
     ).astype(int)
 
-    strings = _Strings()
-    cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "traj",
-            "t",
-            "obs",
-            "action",
-            "text",
-            "state",
-            "valid",
-            "reward",
-            "pv",
-            "node",
-            "edge",
-        )
+    table = _StepTable(data, positions)
+    out_groups = [table.add_group(g, batch[g], top_k, layout_engine) for g in shown]
+    assert table.rows == len(positions) and len(flat_steps(batch)) == n_total
+
+    available = [r for r in results if r["available"]]
+    limit = _limit([r["values"][positions] for r in available])
+    meta = _meta(data, table.cols["pv"], limit, top_k, available, results)
+    meta.update(groups_total=len(batch), steps_total=n_total)
+    return {
+        "meta": meta,
+        "strings": table.strings.items,
+        "steps": table.cols,
+        "methods": [_method_entry(r, data, positions) for r in results],
+        "reference": _reference_entry(data, positions),
+        "groups": out_groups,
+        "tokens": table.tokens,
     }
-    tokens: dict[str, Any] = {}
-    out_groups = []
-    flat = flat_steps(batch)
-    row = 0
-    for g in shown:
-        group = batch[g]
+
+
+class _StepTable:
+    """The step columns, token strips and string table, filled group by group."""
+
+    def __init__(self, data: ViewInput, positions: np.ndarray):
+        self.data = data
+        self.positions = positions
+        self.strings = _Strings()
+        self.cols: dict[str, list[Any]] = {k: [] for k in STEP_COLUMNS}
+        self.tokens: dict[str, Any] = {}
+
+    @property
+    def rows(self) -> int:
+        return len(self.cols["traj"])
+
+    def add_group(self, g: int, group: Any, top_k: int, layout_engine: str) -> dict[str, Any]:
+        """Append a group's steps; return its entry (trajectories, collapsed and laid-out graph)."""
+        strings = self.strings
         drawn = collapse(group, top_k=top_k)
         placed = layout(drawn, layout_engine)
         for n in placed["nodes"]:
@@ -218,93 +247,106 @@ def build_payload(
             e["action"] = strings(e["action"])
             if "actions" in e:
                 e["actions"] = [strings(a) for a in e["actions"][:20]]
-        start = row
+        start = self.rows
         trajs = []
         traj_edges, traj_nodes = [], []
         for i, traj in enumerate(group.trajectories):
-            t_start = row
+            t_start = self.rows
             for t, step in enumerate(traj.steps):
-                pos = int(positions[row])
-                cols["traj"].append(i)
-                cols["t"].append(t)
-                cols["obs"].append(strings(step.observation))
-                cols["action"].append(strings(step.action))
-                cols["text"].append(strings(step.text) if step.text else -1)
-                cols["state"].append(strings(step.state_key))
-                cols["valid"].append(1 if step.valid else 0)
-                cols["reward"].append(float(step.reward))
-                pv = None if data.policy_version is None else data.policy_version[pos]
-                cols["pv"].append(None if pv is None else int(pv))
-                cols["node"].append(drawn.step_node[i][t])
-                edge = drawn.step_edge[i][t]
-                cols["edge"].append(-1 if edge is None else edge)
-                if step.response_ids:
-                    tokens[str(row)] = _token_entry(step, data, pos, strings)
-                row += 1
+                self._add_step(step, i, t, drawn.step_node[i][t], drawn.step_edge[i][t])
             trajs.append(
                 {
                     "index": i,
                     "won": bool(traj.won),
                     "ret": round(traj.episode_return(), 4),
                     "start": t_start,
-                    "end": row,
+                    "end": self.rows,
                 }
             )
             traj_edges.append(sorted({e for e in drawn.step_edge[i] if e is not None}))
             traj_nodes.append(sorted(set(drawn.step_node[i]) | _end_node(drawn, i)))
         placed["traj_edges"] = traj_edges
         placed["traj_nodes"] = traj_nodes
-        out_groups.append(
-            {
-                "index": g,
-                "task_id": str(group.task_id),
-                "task_type": str(group.trajectories[0].task_type) if group.trajectories else "",
-                "start": start,
-                "end": row,
-                "trajectories": trajs,
-                "graph": placed,
-            }
+        return {
+            "index": g,
+            "task_id": str(group.task_id),
+            "task_type": str(group.trajectories[0].task_type) if group.trajectories else "",
+            "start": start,
+            "end": self.rows,
+            "trajectories": trajs,
+            "graph": placed,
+        }
+
+    def _add_step(self, step: Any, i: int, t: int, node: int, edge: int | None) -> None:
+        row = self.rows
+        pos = int(self.positions[row])
+        strings, cols, data = self.strings, self.cols, self.data
+        cols["traj"].append(i)
+        cols["t"].append(t)
+        cols["obs"].append(strings(step.observation))
+        cols["action"].append(strings(step.action))
+        cols["text"].append(strings(step.text) if step.text else -1)
+        cols["state"].append(strings(step.state_key))
+        cols["valid"].append(1 if step.valid else 0)
+        cols["reward"].append(float(step.reward))
+        pv = None if data.policy_version is None else data.policy_version[pos]
+        cols["pv"].append(None if pv is None else int(pv))
+        cols["node"].append(node)
+        cols["edge"].append(-1 if edge is None else edge)
+        if step.response_ids:
+            self.tokens[str(row)] = _token_entry(step, data, pos, strings)
+
+
+def _method_entry(r: dict[str, Any], data: ViewInput, positions: np.ndarray) -> dict[str, Any]:
+    """One method's column: its advantages on the shown steps, or why it is unavailable."""
+    entry = {
+        "name": r["name"],
+        "label": r["name"] + (" (trained)" if r["name"] == data.trained else ""),
+        "trained": r["name"] == data.trained,
+        "available": r["available"],
+        "options": r["options"],
+        "note": _options_note(r["name"], r["options"], r["name"] == data.trained),
+    }
+    if r["available"]:
+        entry["values"] = _clean(r["values"][positions])
+        spans = r.get("spans")
+        entry["spans"] = (
+            {k: _clean(np.asarray(v)[positions]) for k, v in spans.items()} if spans else None
         )
-    assert row == len(positions) and len(flat) == n_total
+    else:
+        entry["reason"] = r["reason"]
+    return entry
 
-    available = [r for r in results if r["available"]]
-    limit = _limit([r["values"][positions] for r in available])
-    out_methods = []
-    for r in results:
-        entry = {
-            "name": r["name"],
-            "label": r["name"] + (" (trained)" if r["name"] == data.trained else ""),
-            "trained": r["name"] == data.trained,
-            "available": r["available"],
-            "options": r["options"],
-            "note": _options_note(r["name"], r["options"], r["name"] == data.trained),
-        }
-        if r["available"]:
-            entry["values"] = _clean(r["values"][positions])
-            spans = r.get("spans")
-            entry["spans"] = (
-                {k: _clean(np.asarray(v)[positions]) for k, v in spans.items()} if spans else None
-            )
-        else:
-            entry["reason"] = r["reason"]
-        out_methods.append(entry)
 
-    reference = None
-    if data.reference is not None or data.reference_reason:
-        reference = {
-            "label": data.reference_label,
-            "short": data.reference_short or "reference",
-            "available": data.reference is not None,
-        }
-        if data.reference is not None:
-            ref = np.asarray(data.reference, dtype=np.float64)[positions]
-            reference["values"] = _clean(ref)
-            reference["limit"] = _limit([ref])
-        else:
-            reference["reason"] = data.reference_reason
+def _reference_entry(data: ViewInput, positions: np.ndarray) -> dict[str, Any] | None:
+    """The reference column (exact A^pi, A*, ...), or why there is none; None without one."""
+    if data.reference is None and not data.reference_reason:
+        return None
+    reference: dict[str, Any] = {
+        "label": data.reference_label,
+        "short": data.reference_short or "reference",
+        "available": data.reference is not None,
+    }
+    if data.reference is not None:
+        ref = np.asarray(data.reference, dtype=np.float64)[positions]
+        reference["values"] = _clean(ref)
+        reference["limit"] = _limit([ref])
+    else:
+        reference["reason"] = data.reference_reason
+    return reference
 
-    pvs = [v for v in cols["pv"] if v is not None]
-    meta = {
+
+def _meta(
+    data: ViewInput,
+    pv_column: list[Any],
+    limit: float,
+    top_k: int,
+    available: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The page header: source, iteration, trained method, colour scale, recompute check."""
+    pvs = [v for v in pv_column if v is not None]
+    return {
         "source": data.source,
         "kind": data.kind,
         "kind_label": data.run_label
@@ -320,17 +362,6 @@ def build_payload(
         "top_k": top_k,
         "default_on": [r["name"] for r in available],
         "check": _dump_check(data, results),
-        "groups_total": len(batch),
-        "steps_total": n_total,
-    }
-    return {
-        "meta": meta,
-        "strings": strings.items,
-        "steps": cols,
-        "methods": out_methods,
-        "reference": reference,
-        "groups": out_groups,
-        "tokens": tokens,
     }
 
 
