@@ -84,13 +84,7 @@ def collapse(group: TrajectoryGroup, top_k: int = 150, max_parallel: int = 3) ->
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     paths = _paths(group)
     visits: Counter[str] = Counter(s for p in paths for s in p)
-    first_seen = {s: i for i, s in enumerate(dict.fromkeys(s for p in paths for s in p))}
-    pinned = {p[0] for p in paths if p} | {p[-1] for p in paths if p}
-    keep = pinned | {s for s, n in visits.items() if n >= 2}
-    top_k_applied = len(keep) > top_k
-    if top_k_applied:
-        rest = sorted(keep - pinned, key=lambda s: (-visits[s], first_seen[s]))
-        keep = pinned | set(rest[: max(0, top_k - len(pinned))])
+    keep, top_k_applied = _kept_states(paths, visits, top_k)
 
     g = DrawnGraph(raw_nodes=len(visits), hidden_states=len(visits) - len(keep))
     g.raw_edges = len({(s.state_key, s.next_state_key, s.action) for t in group for s in t.steps})
@@ -137,19 +131,7 @@ def collapse(group: TrajectoryGroup, top_k: int = 150, max_parallel: int = 3) ->
         return edge_of[k]
 
     for i, (traj, path) in enumerate(zip(group.trajectories, paths)):
-        # Split the path into drawn elements: kept states, and runs of hidden ones.
-        elements: list[tuple[int, int]] = []  # (node index, first position in path)
-        pos = 0
-        while pos < len(path):
-            if path[pos] in keep:
-                elements.append((node(path[pos]), pos))
-                pos += 1
-            else:
-                end = pos
-                while end < len(path) and path[end] not in keep:
-                    end += 1
-                elements.append((node(tuple(path[pos:end])), pos))
-                pos = end
+        elements = [(node(key), first) for key, first in _elements(path, keep)]
         node_at = [0] * len(path)
         for j, (n, start) in enumerate(elements):
             stop = elements[j + 1][1] if j + 1 < len(elements) else len(path)
@@ -169,6 +151,35 @@ def collapse(group: TrajectoryGroup, top_k: int = 150, max_parallel: int = 3) ->
     g.top_k_applied = top_k_applied
     _merge_parallel(g, max_parallel)
     return g
+
+
+def _kept_states(paths: list[list[str]], visits: Counter[str], top_k: int) -> tuple[set[str], bool]:
+    """States drawn as their own node: starts, ends and states visited twice or more, at most
+    ``top_k`` of them (starts and ends always; then the most visited, first seen first)."""
+    first_seen = {s: i for i, s in enumerate(dict.fromkeys(s for p in paths for s in p))}
+    pinned = {p[0] for p in paths if p} | {p[-1] for p in paths if p}
+    keep = pinned | {s for s, n in visits.items() if n >= 2}
+    if len(keep) <= top_k:
+        return keep, False
+    rest = sorted(keep - pinned, key=lambda s: (-visits[s], first_seen[s]))
+    return pinned | set(rest[: max(0, top_k - len(pinned))]), True
+
+
+def _elements(path: list[str], keep: set[str]) -> list[tuple[tuple[str, ...] | str, int]]:
+    """A path split into drawn elements: (kept state or run of hidden states, first position)."""
+    elements: list[tuple[tuple[str, ...] | str, int]] = []
+    pos = 0
+    while pos < len(path):
+        if path[pos] in keep:
+            elements.append((path[pos], pos))
+            pos += 1
+        else:
+            end = pos
+            while end < len(path) and path[end] not in keep:
+                end += 1
+            elements.append((tuple(path[pos:end]), pos))
+            pos = end
+    return elements
 
 
 def _merge_parallel(g: DrawnGraph, max_parallel: int) -> None:
