@@ -10,8 +10,9 @@ returns such a class; each family gets its natural tools:
 - ALFWorld and KeyRooms: one tool per command verb of their action templates (``go_to(target)``,
   ``take(target)``, ..., ``look()``), so ``take("apple 1 from countertop 1")`` sends
   ``take apple 1 from countertop 1``;
-- ToolUse: ``call_tool(name, arguments)`` (its tools by name, listed in the reset text) and
-  ``answer(text)``;
+- ToolUse: its own tools, one typed method per tool with the tool's JSON-schema arguments as
+  parameters (``calculator(expression)``, ``find_customer(name)``, ...; the union over the task
+  families, so a task's reset text says which of them it offers), and ``answer(text)``;
 - any other env: one ``act(action)`` tool whose reply lists the admissible actions. TRL advises
   against one generic step tool (the model learns less from one opaque tool than from typed
   ones), so this is the fallback only.
@@ -23,6 +24,7 @@ has and change nothing; ``get_reward()`` is the episode's total env reward. ``re
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -135,21 +137,6 @@ def _click(self, button: str) -> str:
     return self._act(f"click[{button}]")
 
 
-def _call_tool(self, name: str, arguments: str) -> str:
-    """Call one of the task's tools (listed when the episode starts).
-
-    Args:
-        name: The tool's name, e.g. "calculator".
-        arguments: The tool's arguments as a JSON object, e.g. '{"expression": "2 + 3"}'.
-    """
-    try:
-        parsed = json.loads(arguments) if arguments.strip() else {}
-    except json.JSONDecodeError:
-        parsed = arguments  # the env answers with its own error message
-    call = json.dumps({"name": name, "arguments": parsed})
-    return self._act(f"<tool_call>{call}</tool_call>")
-
-
 def _act_tool(self, action: str) -> str:
     """Send one action to the environment; the reply lists the actions it accepts next.
 
@@ -170,7 +157,6 @@ for _tool, _name in (
     (_search, "search"),
     (_answer, "answer"),
     (_click, "click"),
-    (_call_tool, "call_tool"),
     (_act_tool, "act"),
 ):
     _tool.__name__ = _tool.__qualname__ = _name  # TRL names a tool by its function's name
@@ -198,10 +184,70 @@ def _verb_tool(verb: str, example: str) -> Any:
     return tool
 
 
+#: JSON-schema types of tool arguments -> the Python annotation TRL's schema reader turns back.
+_JSON_TYPES = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
+
+
+def _schema_tool(schema: dict[str, Any]) -> Any:
+    """A typed method for one ToolUse tool: its JSON-schema arguments become parameters."""
+    name = schema["name"]
+    params = schema.get("parameters", {})
+    props: dict[str, Any] = params.get("properties", {})
+    required = set(params.get("required", []))
+    order = [k for k in props if k in required] + [k for k in props if k not in required]
+
+    def tool(self, **arguments: Any) -> str:
+        given = {k: v for k, v in arguments.items() if v is not None}
+        return self._act(f"<tool_call>{json.dumps({'name': name, 'arguments': given})}</tool_call>")
+
+    signature = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    annotations: dict[str, Any] = {"return": str}
+    docs = []
+    for key in order:
+        kind = _JSON_TYPES.get(props[key].get("type", "string"), str)
+        optional = key not in required
+        annotations[key] = (kind | None) if optional else kind
+        signature.append(
+            inspect.Parameter(
+                key,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=None if optional else inspect.Parameter.empty,
+                annotation=annotations[key],
+            )
+        )
+        text = props[key].get("description") or f"The {key.replace('_', ' ')}."
+        docs.append(f"    {key}: {text}{' (optional)' if optional else ''}")
+    tool.__signature__ = inspect.Signature(signature, return_annotation=str)
+    tool.__annotations__ = annotations
+    description = schema.get("description") or f"Call the {name} tool."
+    tool.__doc__ = description + ("\n\nArgs:\n" + "\n".join(docs) if docs else "")
+    tool.__name__ = tool.__qualname__ = name
+    return tool
+
+
+def _tooluse_schemas(probe: TextEnv) -> list[dict[str, Any]]:
+    """Every tool a ToolUse task can offer: the union over one task of each task family."""
+    from creditgym.envs.tooluse.tasks import FAMILIES, make_task, task_ids
+
+    seen: dict[str, dict[str, Any]] = {}
+    for family in FAMILIES:
+        for tool in make_task(task_ids("train", (family,))[0], probe._python).tools:
+            seen.setdefault(tool.name, tool.schema())
+    return list(seen.values())
+
+
 def trl_environment(env_id: str, **env_kwargs: Any) -> type[CreditgymToolEnv]:
     """A TRL environment class (no-argument constructor) for `env_id` made with `env_kwargs`."""
     probe = envs.make(env_id, **env_kwargs)
     family, syntax = probe.family, getattr(probe, "action_syntax", "action")
+    tool_schemas = _tooluse_schemas(probe) if family == "tooluse" else []
     probe.close()
     members: dict[str, Any] = {"env_id": env_id, "env_kwargs": dict(env_kwargs)}
     if family in VERB_TEMPLATES:
@@ -211,7 +257,8 @@ def trl_environment(env_id: str, **env_kwargs: Any) -> type[CreditgymToolEnv]:
     elif syntax == "search" or family == "search":
         members.update(search=_search, answer=_answer)
     elif syntax == "tool" or family == "tooluse":
-        members.update(call_tool=_call_tool, answer=_answer)
+        members.update({t.__name__: t for t in map(_schema_tool, tool_schemas)})
+        members.update(answer=_answer)
     else:
         members.update(act=_act_tool, _reply=_with_admissible)
     name = "".join(c for c in env_id.split("/")[-1].split("-")[0] if c.isalnum()) + "ToolEnv"

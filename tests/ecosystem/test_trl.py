@@ -27,7 +27,11 @@ def _tools(cls) -> dict[str, dict]:
         ("creditgym/ALFWorld-v0", {}, {"go_to", "take", "move", "heat", "cool", "clean", "use"}),
         ("creditgym/Search-v0", {}, {"search", "answer"}),
         ("creditgym/WebShop-v0", {}, {"search", "click"}),
-        ("creditgym/ToolUse-v0", {}, {"call_tool", "answer"}),
+        (
+            "creditgym/ToolUse-v0",
+            {},
+            {"calculator", "convert_units", "find_customer", "python", "answer"},
+        ),
         ("creditgym/TWX-coin-v0", {}, {"act"}),
     ],
 )
@@ -40,7 +44,23 @@ def test_contract(env_id, kwargs, names):
     for schema in schemas.values():
         assert schema["description"] and schema["return"] == {"type": "string"}
         for prop in schema["parameters"].get("properties", {}).values():
-            assert prop["type"] == "string" and prop["description"]
+            assert prop["description"]
+            if env_id != "creditgym/ToolUse-v0":  # ToolUse's tools keep their JSON-schema types
+                assert prop["type"] == "string"
+
+
+def test_tooluse_tools_are_typed_from_the_tools_own_schemas():
+    schemas = _tools(trl_environment("creditgym/ToolUse-v0"))
+    assert schemas["get_product"]["parameters"] == {
+        "type": "object",
+        "properties": {"product_id": {"type": "integer", "description": "The product id."}},
+        "required": ["product_id"],
+    }
+    convert = schemas["convert_units"]["parameters"]
+    assert convert["properties"]["value"]["type"] == "number"
+    assert set(convert["required"]) == {"value", "from_unit", "to_unit"}
+    orders = schemas["list_orders"]["parameters"]
+    assert orders["required"] == ["customer_id"] and "status" in orders["properties"]
 
 
 def test_scripted_episode_through_verb_tools():
@@ -82,3 +102,27 @@ def test_scripted_episodes_search_and_webshop():
             _, _, terminated, truncated, info = native.step(action)
             done = terminated or truncated
         assert tool_env.done and tool_env.info["won"] and tool_env.get_reward() > 0, env_id
+
+
+def test_scripted_tooluse_episodes_through_typed_tools():
+    """The expert's tool calls, made as typed method calls, give the native env's episode."""
+    import json
+
+    cls = trl_environment("creditgym/ToolUse-v0", split="valid")
+    for seed in range(4):  # the panel interleaves the four task families
+        tool_env, native = cls(), envs.make("creditgym/ToolUse-v0", split="valid")
+        assert tool_env.reset(seed=seed) == native.reset(seed=seed)[0]
+        total, done = 0.0, False
+        while not done:
+            action = native.expert_action()
+            if action.startswith("<tool_call>"):
+                call = json.loads(action[len("<tool_call>") : -len("</tool_call>")])
+                reply = getattr(tool_env, call["name"])(**call["arguments"])
+            else:
+                reply = tool_env.answer(action[len("<answer>") : -len("</answer>")])
+            obs, reward, terminated, truncated, info = native.step(action)
+            assert reply.startswith(obs)  # the last reply also says that the episode ended
+            total += reward
+            done = terminated or truncated
+        assert info["won"] and tool_env.done and tool_env.get_reward() == total > 0
+        native.close()
