@@ -81,6 +81,23 @@ class GiGPOConfig(NormOptions):
             raise ValueError(f"similarity must be in (0, 1] or None, got {self.similarity}")
 
 
+def reference_similarity_clusters(texts: Sequence[str], threshold: float) -> list[int]:
+    """verl-agent's plain loop, the specification `similarity_clusters` is checked against: each
+    text joins the first cluster whose representative ``rep`` gives
+    ``SequenceMatcher(None, text, rep).ratio() >= threshold``, else starts a new one."""
+    reps: list[str] = []
+    labels: list[int] = []
+    for text in texts:
+        for ci, rep in enumerate(reps):
+            if SequenceMatcher(None, text, rep).ratio() >= threshold:
+                labels.append(ci)
+                break
+        else:
+            labels.append(len(reps))
+            reps.append(text)
+    return labels
+
+
 def similarity_clusters(texts: Sequence[str], threshold: float) -> np.ndarray:
     """verl-agent's greedy clustering: each text joins the first cluster whose representative
     ``rep`` has ``SequenceMatcher(None, text, rep).ratio() >= threshold``; labels 0..n-1."""

@@ -32,7 +32,6 @@ import shutil
 import sys
 import tempfile
 import time
-from difflib import SequenceMatcher
 from pathlib import Path
 from types import ModuleType
 
@@ -126,21 +125,6 @@ def use_observations(batch, pools: list[list[str]]) -> None:
                 s.observation = pool[int(s.state_key.rsplit("s", 1)[1]) % len(pool)]
 
 
-def reference_clusters(texts: list[str], threshold: float) -> list[int]:
-    """verl-agent's loop: first cluster whose representative passes the ratio test."""
-    reps: list[str] = []
-    labels = []
-    for obs in texts:
-        for ci, rep in enumerate(reps):
-            if SequenceMatcher(None, obs, rep).ratio() >= threshold:
-                labels.append(ci)
-                break
-        else:
-            labels.append(len(reps))
-            reps.append(obs)
-    return labels
-
-
 def load_before(path: str) -> ModuleType:
     """Import an older ``credit/`` folder as the package ``credit_before``."""
     tmp = Path(tempfile.mkdtemp(prefix="credit_before_"))
@@ -209,11 +193,11 @@ def main() -> None:
             result[f"{prefix}gigpo_sim0.9_search_ms"] = round(
                 median_ms(lambda m=module, b=batch: m(b), max(3, args.repeats // 10)), 3
             )
-        from creditgym.credit.gigpo import similarity_clusters
+        from creditgym.credit.gigpo import reference_similarity_clusters, similarity_clusters
 
         texts = [[s.observation for t in g.trajectories for s in t.steps] for g in batch]
         t0 = time.perf_counter()
-        ref = [reference_clusters(x, 0.9) for x in texts]
+        ref = [reference_similarity_clusters(x, 0.9) for x in texts]
         result["similarity_reference_loop_ms"] = round(1000 * (time.perf_counter() - t0), 3)
         t0 = time.perf_counter()
         ours = [similarity_clusters(x, 0.9).tolist() for x in texts]

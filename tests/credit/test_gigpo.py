@@ -3,7 +3,7 @@ from difflib import SequenceMatcher
 import numpy as np
 
 from creditgym import credit
-from creditgym.credit.gigpo import similarity_clusters
+from creditgym.credit.gigpo import reference_similarity_clusters, similarity_clusters
 from creditgym.credit.grpo import episode_advantages
 from tests.credit.helpers import group, traj
 
@@ -134,29 +134,16 @@ def long_observations():
     return texts
 
 
-def reference_clusters(texts, threshold):
-    """verl-agent's clustering, verbatim in behaviour: first cluster whose representative
-    ``rep`` gives ``SequenceMatcher(None, obs, rep).ratio() >= threshold``."""
-    reps, labels = [], []
-    for obs in texts:
-        for ci, rep in enumerate(reps):
-            if SequenceMatcher(None, obs, rep).ratio() >= threshold:
-                labels.append(ci)
-                break
-        else:
-            labels.append(len(reps))
-            reps.append(obs)
-    return labels
-
-
 def test_similarity_matches_verl_agent_argument_order_and_autojunk():
     texts = long_observations()
     assert min(len(t) for t in texts) > 200  # long enough for difflib's autojunk to act
     ours = similarity_clusters(texts, 0.9).tolist()
-    assert ours == reference_clusters(texts, 0.9) == [0, 1, 2, 3, 4, 5]
+    assert ours == reference_similarity_clusters(texts, 0.9) == [0, 1, 2, 3, 4, 5]
     # The old keying (arguments swapped, autojunk off) put text 2 in text 0's cluster:
     assert SequenceMatcher(None, texts[0], texts[2], autojunk=False).ratio() >= 0.9
     assert SequenceMatcher(None, texts[2], texts[0]).ratio() < 0.9
     # Every threshold gives the reference's clusters.
     for thr in (0.3, 0.5, 0.7, 0.8, 0.95, 1.0):
-        assert similarity_clusters(texts * 2, thr).tolist() == reference_clusters(texts * 2, thr)
+        assert similarity_clusters(texts * 2, thr).tolist() == reference_similarity_clusters(
+            texts * 2, thr
+        )
