@@ -142,20 +142,12 @@ class ExactValues:
                     out.append(np.nan if a is None else float(adv[s][a]))
         return np.array(out, dtype=np.float64)
 
-    def fidelity(self, agent, batch_groups, task_of_group, values) -> float | None:
-        exact_by_task = {t: self.advantages(agent, t) for t in set(task_of_group)}
-        xs, ys = [], []
-        pos = 0
-        for g, task in zip(batch_groups, task_of_group):
-            model, adv, action_index = exact_by_task[task]
-            for traj in g.trajectories:
-                for step in traj.steps:
-                    s = model.index.get(step.state_key)
-                    a = action_index[s].get(step.action) if s is not None else None
-                    if a is not None:
-                        xs.append(values[pos])
-                        ys.append(adv[s][a])
-                    pos += 1
+    @staticmethod
+    def fidelity(exact: np.ndarray, values: np.ndarray) -> float | None:
+        """Pearson correlation of a method's advantages with `step_advantages` (steps on the
+        model only); None when fewer than 3 such steps or either side is constant."""
+        on_model = ~np.isnan(exact)
+        xs, ys = np.asarray(values, dtype=np.float64)[on_model], exact[on_model]
         if len(xs) < 3 or np.std(xs) < 1e-12 or np.std(ys) < 1e-12:
             return None
         return float(np.corrcoef(xs, ys)[0, 1])
@@ -211,8 +203,15 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         credit_ms += 1000 * (time.perf_counter() - t0)
         credit_steps += len(adv.values)
         curve["train_success"].append(batch.stats["success"])
-        if exact is not None and cfg.fidelity_every > 0 and it % cfg.fidelity_every == 0:
-            fid = exact.fidelity(agent, batch.groups, chosen, adv.values)
+        want_fid = exact is not None and cfg.fidelity_every > 0 and it % cfg.fidelity_every == 0
+        # A^pi of the policy that acted (before the update), once for fidelity and the dump.
+        ref = (
+            exact.step_advantages(agent, batch.groups, chosen)
+            if exact is not None and (want_fid or it in cfg.dump_iterations)
+            else None
+        )
+        if want_fid:
+            fid = exact.fidelity(ref, adv.values)
             if fid is None:
                 skipped += 1
             else:
@@ -222,8 +221,7 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
             # Same step size for every method: only the direction of the credit differs.
             rms = float(np.sqrt(np.mean(adv.values**2))) if len(adv.values) else 0.0
             adv = credit.Advantages(values=adv.values / (rms + 1e-8), spans=adv.spans)
-        if it in cfg.dump_iterations:  # before the update: A^pi of the policy that acted
-            ref = exact.step_advantages(agent, batch.groups, chosen) if exact else None
+        if it in cfg.dump_iterations:
             write_benchmark_dump(
                 cfg.out,
                 method,
