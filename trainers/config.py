@@ -82,6 +82,12 @@ FINETUNE_MODES = ("lora", "full")
 KL_TYPES = ("low_var_kl", "kl", "mse")
 #: Parameter dtypes the learner accepts.
 DTYPES = ("float32", "bfloat16", "float16")
+#: Rollout modes (``rollout.mode``): lock-step iterations, or staleness-bounded async rollouts.
+ROLLOUT_MODES = ("sync", "async")
+#: Where the learner's model lives ("auto": this rank's GPU when CUDA is present, else the CPU).
+DEVICES = ("auto", "cpu", "cuda")
+#: How a data-parallel run wraps the policy (`creditgym.trainers.distributed`).
+DATA_PARALLEL_MODES = ("ddp", "fsdp2")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -354,6 +360,11 @@ class LearnerConfig:
     """Parameter dtype ("float32" is the fast one on CPUs without bf16 units)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, about 30% slower)."""
+    device: str = "auto"
+    """Learner device: "auto" (this rank's GPU when CUDA is present, else the CPU), "cpu", "cuda"."""
+    data_parallel: str = "ddp"
+    """Wrapper of a multi-rank run (torchrun / Ray Train): "ddp" or "fsdp2" (decoder layers
+    sharded); ignored in one process."""
     answer_prefix: str = "</think>\n<answer>"
     """IGPO: text put between the context and the ground-truth answer when scoring it
     (`creditgym.trainers.answer_scoring.DEFAULT_ANSWER_PREFIX`)."""
@@ -379,6 +390,16 @@ class LearnerConfig:
     @classmethod
     def _check_dtype(cls, value: str) -> str:
         return _one_of("dtype", value, DTYPES)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        return _one_of("device", value, DEVICES)
+
+    @field_validator("data_parallel")
+    @classmethod
+    def _check_data_parallel(cls, value: str) -> str:
+        return _one_of("data_parallel", value, DATA_PARALLEL_MODES)
 
     def validate(self) -> None:
         """Check the fields again (they are checked on construction, not on assignment)."""

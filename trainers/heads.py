@@ -111,9 +111,10 @@ def value_loss(
     are ``index``; ``counts[head]`` is the number of finite targets of that head in the whole
     mini-batch, so the shares of its micro-batches add up to the mean. NaN targets are skipped.
     """
-    total = torch.zeros(())
+    device = next(iter(predictions.values())).device if predictions else None
+    total = torch.zeros((), device=device)
     for name, t in targets.items():
-        target = torch.as_tensor(t[list(index)], dtype=torch.float32)
+        target = torch.as_tensor(t[list(index)], dtype=torch.float32, device=device)
         ok = torch.isfinite(target)
         if counts[name] and ok.any():
             err = (predictions[name][ok] - target[ok]) ** 2

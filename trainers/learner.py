@@ -50,6 +50,7 @@ from creditgym.credit.trajectory import Step, TrajectoryGroup, flat_steps
 from creditgym.trainers.answer_scoring import score_answers
 from creditgym.trainers.batching import pad_right, token_batches
 from creditgym.trainers.config import LearnerConfig
+from creditgym.trainers.distributed import Parallel, pick_device
 from creditgym.trainers.heads import ValueHeads, check_heads, read_offset, value_loss, value_targets
 from creditgym.trainers.loss import (
     TokenBatch,
@@ -105,7 +106,11 @@ class Learner:
         self.model_path = model_path
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         dtype = getattr(torch, config.dtype)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        #: Where the policy lives (``config.device``: "auto" picks this rank's GPU when present).
+        self.device = pick_device(config.device)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device)
+        #: Data-parallel hooks (`creditgym.trainers.distributed`); the identity in one process.
+        self.dist: Parallel = Parallel()
         self.reference: Any = None
         if config.finetune == "lora":
             from peft import LoraConfig, get_peft_model
@@ -136,6 +141,7 @@ class Learner:
         if self.head_positions:
             hidden = self.base_model.config.hidden_size
             self.value_heads = ValueHeads(hidden, list(self.head_positions), seed=config.seed)
+            self.value_heads.to(self.device)
             self.optimizer.add_param_group({"params": list(self.value_heads.parameters())})
         self.updates = 0
         self._prepared: tuple[tuple[int, ...], list[_Sample]] | None = None
@@ -242,14 +248,13 @@ class Learner:
             )
         return logp, (ent if entropy else None), vals
 
-    @staticmethod
-    def _pad(batch: list[_Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded token ids and the attention mask of a micro-batch."""
-        return pad_right([s.ids for s in batch])
+    def _pad(self, batch: list[_Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded token ids and the attention mask of a micro-batch, on the device."""
+        ids, mask = pad_right([s.ids for s in batch])
+        return ids.to(self.device), mask.to(self.device)
 
-    @staticmethod
-    def _hidden(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False)
+    def _hidden(self, model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = self.dist.decoder(model)(input_ids=ids, attention_mask=mask, use_cache=False)
         return out.last_hidden_state
 
     # --------------------------------------------------------------------------------- prepare
@@ -277,11 +282,16 @@ class Learner:
         extra: dict[str, float] = {}
         ent_sum, n_tok = 0.0, 0
         try:
-            for batch in self._micro_batches(samples):
+            for batch in self.dist.pad(self._micro_batches(samples)):
+                if batch is None:  # another rank still has samples (fsdp2 gathers per forward)
+                    self.dist.dummy_forward()
+                    continue
                 logp, ent, vals = self._forward(batch, entropy=True, values=want_values)
+                logp, ent = logp.cpu(), ent.cpu()
                 ref = None
                 if self.objective.needs_reference:
                     ref, _, _ = self._forward(batch, entropy=False, reference=True)
+                    ref = ref.cpu()
                 pos, vpos = 0, 0
                 for s in batch:
                     n = s.num_tokens
@@ -295,7 +305,7 @@ class Learner:
                             diffs.append(s.old_logp[off : off + k].numpy() - sampled)
                     if want_values:
                         for j, (_, step, _, _) in enumerate(s.parts):
-                            step.values = {h: float(v[vpos + j]) for h, v in vals.items()}
+                            step.values = {h: float(v[vpos + j].cpu()) for h, v in vals.items()}
                         vpos += len(s.parts)
                     ent_sum += float(ent[pos : pos + n].sum())
                     n_tok += n
@@ -312,9 +322,10 @@ class Learner:
         finally:
             self.model.train(was_training)
         self._prepared = (self._key(groups), samples)
+        n_samples, n_tok, ent_sum = self.dist.total(np.array([len(samples), n_tok, ent_sum]))
         metrics = {
             "train/prepare_s": time.perf_counter() - t0,
-            "train/samples": float(len(samples)),
+            "train/samples": float(n_samples),
             "train/response_tokens": float(n_tok),
             "train/old_entropy": ent_sum / max(n_tok, 1),
             **extra,
@@ -351,7 +362,7 @@ class Learner:
             self.prepare(groups, set())
         step_mask, step_weight = advantages.step_mask(), advantages.step_weight()
         samples = [s for s in self._prepared[1] if any(step_mask[i] for i, *_ in s.parts)]
-        if not samples:
+        if not self.dist.total(len(samples)):
             self._prepared = None
             return {"train/samples": 0.0}
         tokens_of = {
@@ -370,26 +381,23 @@ class Learner:
         clipped, tokens, steps_taken = 0.0, 0, 0
         self.model.train()
         for _ in range(self.config.epochs):
-            order = gen.permutation(len(samples))
-            n_mb = min(self.config.mini_batches, len(samples))
-            for chunk in np.array_split(order, n_mb):
-                mb = [samples[i] for i in chunk]
+            for mb in self.dist.minibatches(samples, gen, self.config.mini_batches):
                 c, t = self._backward_minibatch(mb, tokens_of, targets, sums)
                 clipped += c
                 tokens += t
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
-                if self.config.max_grad_norm > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
-                else:
-                    norm = torch.linalg.vector_norm(
-                        torch.stack([p.grad.norm() for p in params if p.grad is not None])
-                    )
+                self.dist.reduce_gradients(params)
+                norm = self.dist.grad_norm(params, self.config.max_grad_norm)
                 sums["grad_norm"] += float(norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 steps_taken += 1
         self.updates += 1
         self._prepared = None
+        grad_norm = sums.pop("grad_norm")  # the same on every rank (gradients are reduced)
+        names = list(sums)
+        *parts, clipped, tokens = self.dist.total(np.array([*sums.values(), clipped, tokens]))
+        sums = dict(zip(names, (float(v) for v in parts), strict=True)) | {"grad_norm": grad_norm}
         per_step = {k: v / max(steps_taken, 1) for k, v in sums.items()}
         metrics = {
             "train/pg_loss": per_step["pg"],
@@ -489,43 +497,65 @@ class Learner:
         mini-batch's finite targets of each head, is added with ``value_coef``. Returns the
         number of clipped tokens and of counted loss tokens; adds loss parts to ``sums``.
         """
-        denom = int(sum(float(tokens_of[id(s)][1].sum()) for s in mb))
-        want_values = bool(targets)
+        denom = self.dist.total(int(sum(float(tokens_of[id(s)][1].sum()) for s in mb)))
         counts = {
-            h: sum(int(np.isfinite(t[i])) for s in mb for i, *_ in s.parts)
+            h: self.dist.total(sum(int(np.isfinite(t[i])) for s in mb for i, *_ in s.parts))
             for h, t in targets.items()
         }
         clipped, tokens = 0.0, 0
-        for micro in self._micro_batches(mb):
-            logp, ent, vals = self._forward(micro, entropy=True, values=want_values)
-            ref = None
-            if all(s.ref_logp is not None for s in micro):
-                ref = torch.cat([s.ref_logp for s in micro])
-            adv, mask, weight = (torch.cat([tokens_of[id(s)][k] for s in micro]) for k in range(3))
-            batch = TokenBatch(
-                logp=logp,
-                old_logp=torch.cat([s.old_logp for s in micro]),
-                advantages=adv,
-                mask=mask,
-                weight=weight,
-                denominator=denom,
-                ref_logp=ref,
-                entropy=ent,
-            )
-            loss, policy_out, term_values = self.objective(batch)
-            if want_values:
-                index = [i for s in micro for i, *_ in s.parts]
-                vloss = value_loss(vals, targets, index, counts)
-                loss = loss + self.config.value_coef * vloss
-                sums["value"] += float(vloss.detach())
-            loss.backward()
-            sums["pg"] += float(policy_out.loss.detach())
-            for name, value in term_values.items():
-                sums[name] += float(value)
-            sums["approx_kl"] += float(approx_kl_old(batch))
-            clipped += float(policy_out.clip_count)
-            tokens += int(mask.sum())
+        micro_batches = self.dist.pad(self._micro_batches(mb))
+        for j, micro in enumerate(micro_batches):
+            with self.dist.accumulate(j, len(micro_batches)):
+                if micro is None:  # this rank's share ran out: join the others' collectives
+                    self.dist.dummy_backward(self)
+                    continue
+                c, t = self._backward_micro(micro, tokens_of, targets, counts, denom, sums)
+            clipped += c
+            tokens += t
         return clipped, tokens
+
+    def _backward_micro(
+        self,
+        micro: list[_Sample],
+        tokens_of: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        targets: dict[str, np.ndarray],
+        counts: dict[str, int],
+        denom: int,
+        sums: dict[str, float],
+    ) -> tuple[float, int]:
+        """One micro-batch of `_backward_minibatch`: forward, objective, backward; returns its
+        clipped and counted loss tokens."""
+        want_values = bool(targets)
+        logp, ent, vals = self._forward(micro, entropy=True, values=want_values)
+        dev = logp.device
+        ref = None
+        if all(s.ref_logp is not None for s in micro):
+            ref = torch.cat([s.ref_logp for s in micro]).to(dev)
+        adv, mask, weight = (
+            torch.cat([tokens_of[id(s)][k] for s in micro]).to(dev) for k in range(3)
+        )
+        batch = TokenBatch(
+            logp=logp,
+            old_logp=torch.cat([s.old_logp for s in micro]).to(dev),
+            advantages=adv,
+            mask=mask,
+            weight=weight,
+            denominator=denom,
+            ref_logp=ref,
+            entropy=ent,
+        )
+        loss, policy_out, term_values = self.objective(batch)
+        if want_values:
+            index = [i for s in micro for i, *_ in s.parts]
+            vloss = value_loss(vals, targets, index, counts)
+            loss = loss + self.config.value_coef * vloss
+            sums["value"] += float(vloss.detach())
+        loss.backward()
+        sums["pg"] += float(policy_out.loss.detach())
+        for name, value in term_values.items():
+            sums[name] += float(value)
+        sums["approx_kl"] += float(approx_kl_old(batch))
+        return float(policy_out.clip_count), int(mask.sum())
 
     def _token_advantages(self, sample: _Sample, advantages: Advantages) -> torch.Tensor:
         """Each step's advantage on its own response tokens; span-routed when given."""

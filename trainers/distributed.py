@@ -1,0 +1,413 @@
+"""Data-parallel SPMD training over torch.distributed (SCALE.md section 4).
+
+Every rank runs the same training function (``torchrun --nproc-per-node N scripts/train.py ...``
+or Ray Train's ``TorchTrainer``, `ray_train`). Each rank owns whole groups: of an iteration's B
+tasks, rank r rolls out the r-th contiguous slice of B / N with its own generation backend and its
+own env shards, and computes the credit of its groups. Statistics over the whole batch
+(`creditgym.credit.base.batch_stats`: HiPER's z-scores, PPO whitening, EMPG's min-max) and the
+learner's loss sums and token counts are all-reduced, so the update equals a one-process update
+on the concatenated batch:
+
+- the mini-batch split is a permutation of the *global* sample list (rank 0's samples first), the
+  same one a single process draws, and each rank takes its own samples of each chunk;
+- the token-mean denominator of a mini-batch is the global count of its loss tokens;
+- gradients are summed over ranks before clipping, so clipping and the optimizer see the global
+  gradient and every rank's parameters stay identical.
+
+Two wrappers (``learner.data_parallel``): ``ddp`` (`torch.nn.parallel.DistributedDataParallel`
+around the decoder; the parameters outside it, such as an untied LM head or value heads, are
+all-reduced by hand) and ``fsdp2`` (`torch.distributed.fsdp.fully_shard` on every decoder layer;
+embeddings, final norm, LM head and value heads stay replicated and are all-reduced by hand).
+Both run on gloo (CPU) and nccl (CUDA). Ranks may hold different numbers of micro-batches; the
+short ones run empty micro-batches (a one-token forward with a zero loss) so that every rank makes
+the same collective calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from creditgym.trainers.config import DATA_PARALLEL_MODES
+
+__all__ = [
+    "DATA_PARALLEL_MODES",
+    "DataParallel",
+    "DistInfo",
+    "Parallel",
+    "WorldSizeMismatch",
+    "current",
+    "pick_device",
+    "setup",
+    "shard_slice",
+    "teardown",
+]
+
+
+class WorldSizeMismatch(RuntimeError):
+    """A checkpoint written by a different number of ranks than this run has."""
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+_INFO = DistInfo()
+
+
+def current() -> DistInfo:
+    """This process's `DistInfo` (rank 0 of 1 unless `setup` joined a process group)."""
+    return _INFO
+
+
+def pick_device(preference: str = "auto", local_rank: int | None = None) -> torch.device:
+    """``auto``: this rank's CUDA device when CUDA is available, else the CPU; or the named one."""
+    if preference not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {preference!r}; choose one of ['auto', 'cpu', 'cuda']")
+    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("learner.device=cuda, but torch sees no CUDA device")
+    index = current().local_rank if local_rank is None else local_rank
+    return torch.device("cuda", index % torch.cuda.device_count())
+
+
+def setup(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
+    """Join the process group that torchrun or Ray Train describes (``WORLD_SIZE`` > 1).
+
+    Uses nccl when this rank's device is CUDA, gloo otherwise; an existing group (Ray Train
+    starts one) is reused. Without a launcher this is a no-op and returns rank 0 of 1. The
+    batch-statistics reducer of `creditgym.credit.base` is routed through an all-reduce.
+    """
+    global _INFO
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if not dist.is_initialized() and world <= 1:
+        _INFO = DistInfo()
+        return _INFO
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        cuda = pick_device(device, local_rank).type == "cuda"
+        if cuda:
+            torch.cuda.set_device(pick_device(device, local_rank))
+        dist.init_process_group(
+            "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
+        )
+    _INFO = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
+    if _INFO.distributed:
+        from creditgym.credit.base import set_reducer
+
+        set_reducer(_all_reduce_numpy)
+    return _INFO
+
+
+def teardown() -> None:
+    """Leave the process group (if `setup` joined one) and restore the one-process reducer."""
+    global _INFO
+    import torch.distributed as dist
+
+    if _INFO.distributed:
+        from creditgym.credit.base import set_reducer
+
+        set_reducer(None)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _INFO = DistInfo()
+
+
+def _collective_device() -> torch.device:
+    if current().backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _all_reduce_numpy(partials: np.ndarray, op: str) -> np.ndarray:
+    """The `set_reducer` function: float64 sum or max over ranks."""
+    import torch.distributed as dist
+
+    t = torch.as_tensor(np.asarray(partials, dtype=np.float64)).to(_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.cpu().numpy()
+
+
+def shard_slice(total: int, info: DistInfo | None = None) -> slice:
+    """The contiguous slice of ``total`` groups this rank owns (``total`` must split evenly)."""
+    info = info or current()
+    if total % info.world_size:
+        raise ValueError(
+            f"rollout.tasks_per_iteration={total} does not split over {info.world_size} ranks: "
+            "each rank owns whole groups, so use a multiple of the rank count"
+        )
+    share = total // info.world_size
+    return slice(info.rank * share, (info.rank + 1) * share)
+
+
+# ------------------------------------------------------------------------ the learner's hooks
+class Parallel:
+    """The learner's data-parallel hooks in one process: every one is the identity."""
+
+    world_size = 1
+    rank = 0
+
+    def minibatches(self, samples: Sequence[Any], gen: np.random.Generator, n: int) -> list[list]:
+        """Split ``samples`` into ``min(n, len)`` shuffled mini-batches."""
+        order = gen.permutation(len(samples))
+        return [
+            [samples[i] for i in chunk] for chunk in np.array_split(order, min(n, len(samples)))
+        ]
+
+    def total(self, x: Any) -> Any:
+        """Sum of a number or array over ranks."""
+        return x
+
+    def maximum(self, x: Any) -> Any:
+        """Maximum of a number or array over ranks."""
+        return x
+
+    def pad(self, micro_batches: list[list[Any]]) -> list[list[Any] | None]:
+        """The micro-batch list, padded with None (empty micro-batches) to the ranks' maximum."""
+        return list(micro_batches)
+
+    def accumulate(self, index: int, count: int) -> contextlib.AbstractContextManager:
+        """Context of micro-batch ``index`` of ``count``: gradients sync on the last one only."""
+        return contextlib.nullcontext()
+
+    def decoder(self, model: Any) -> Any:
+        """The module to run for hidden states (the wrapped decoder in a data-parallel run)."""
+        return model.get_decoder()
+
+    def reduce_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Make every rank's gradients the sum over ranks (a no-op in one process)."""
+
+    def grad_norm(self, params: Sequence[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+        """The gradients' global L2 norm, clipped to ``max_norm`` first when it is > 0."""
+        if max_norm > 0:
+            return torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in params if p.grad is not None])
+        )
+
+
+class DataParallel(Parallel):
+    """The hooks of a ``ddp`` or ``fsdp2`` run over the default process group."""
+
+    def __init__(self, mode: str = "ddp"):
+        import torch.distributed as dist
+
+        if mode not in DATA_PARALLEL_MODES:
+            raise ValueError(f"unknown data_parallel {mode!r}; choose one of {DATA_PARALLEL_MODES}")
+        if not dist.is_initialized():
+            raise RuntimeError("DataParallel needs a process group (see distributed.setup)")
+        self.mode = mode
+        self.world_size = dist.get_world_size()
+        self.rank = dist.get_rank()
+        self._wrapped_decoder: Any = None
+        self._policy: Any = None
+        self._by_hand: list[torch.nn.Parameter] = []
+        self._scaled: list[torch.nn.Parameter] = []
+
+    # -------------------------------------------------------------------------- collectives
+    def _reduce(self, x: Any, op: str) -> Any:
+        arr = _all_reduce_numpy(np.asarray(x, dtype=np.float64), op)
+        if isinstance(x, (int, np.integer)):
+            return int(round(float(arr)))
+        if isinstance(x, (float, np.floating)):
+            return float(arr)
+        return arr
+
+    def total(self, x: Any) -> Any:
+        return self._reduce(x, "sum")
+
+    def maximum(self, x: Any) -> Any:
+        return self._reduce(x, "max")
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order."""
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    # ----------------------------------------------------------------------------- batches
+    def minibatches(self, samples: Sequence[Any], gen: np.random.Generator, n: int) -> list[list]:
+        """The one-process split of the global sample list (rank 0's first), this rank's part.
+
+        Every rank draws the same permutation (same generator state), so the global mini-batch k
+        is exactly what a single process would train on; a rank may get an empty part."""
+        counts = [int(c) for c in self.all_gather(len(samples))]
+        offset, total = sum(counts[: self.rank]), sum(counts)
+        order = gen.permutation(total)
+        parts = []
+        for chunk in np.array_split(order, min(n, total)):
+            mine = [int(i) - offset for i in chunk if offset <= i < offset + len(samples)]
+            parts.append([samples[i] for i in mine])
+        return parts
+
+    def pad(self, micro_batches: list[list[Any]]) -> list[list[Any] | None]:
+        most = self.maximum(len(micro_batches))
+        return list(micro_batches) + [None] * (most - len(micro_batches))
+
+    # ------------------------------------------------------------------------------ model
+    def attach(self, learner: Any) -> None:
+        """Wrap the learner's policy and rebuild its optimizer over the wrapped parameters."""
+        base = learner.base_model
+        self._policy = base
+        decoder = base.get_decoder()
+        if self.mode == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            device = next(decoder.parameters()).device
+            self._wrapped_decoder = DistributedDataParallel(
+                decoder,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+            inside = {id(p) for p in decoder.parameters()}
+        else:
+            from torch.distributed.fsdp import fully_shard
+
+            layers = getattr(decoder, "layers", None)
+            if layers is None:
+                raise ValueError(
+                    f"data_parallel=fsdp2 shards the decoder's `layers`; {type(decoder).__name__} "
+                    "has none (use data_parallel=ddp)"
+                )
+            for layer in layers:
+                fully_shard(layer)
+            self._wrapped_decoder = decoder
+            inside = {id(p) for layer in layers for p in layer.parameters()}
+        self._scaled = [p for p in decoder.parameters() if id(p) in inside and p.requires_grad]
+        heads = list(learner.value_heads.parameters()) if learner.value_heads is not None else []
+        model_params = [p for p in learner.model.parameters() if p.requires_grad]
+        self._by_hand = [p for p in model_params + heads if id(p) not in inside]
+        with torch.no_grad():  # identical starting points (LoRA init draws random numbers)
+            import torch.distributed as dist
+
+            for p in self._by_hand:
+                dist.broadcast(p.data, src=0)
+        old = learner.optimizer
+        groups = [{**old.param_groups[0], "params": model_params}]
+        groups += [{**g} for g in old.param_groups[1:]]
+        defaults = dict(old.defaults)
+        if self.mode == "fsdp2":  # one param group mixes sharded (DTensor) and plain tensors
+            defaults["foreach"] = False
+        learner.optimizer = type(old)(groups, **defaults)
+
+    def decoder(self, model: Any) -> Any:
+        if model is self._policy and self._wrapped_decoder is not None and torch.is_grad_enabled():
+            return self._wrapped_decoder
+        return model.get_decoder()
+
+    def accumulate(self, index: int, count: int) -> contextlib.AbstractContextManager:
+        last = index == count - 1
+        if self.mode == "ddp":
+            return contextlib.nullcontext() if last else self._wrapped_decoder.no_sync()
+        return _fsdp_sync(self._wrapped_decoder, last)
+
+    def reduce_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Wrapped parameters arrive averaged over ranks: scale them to the sum. The rest are
+        summed here, in one flat buffer."""
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for p in self._scaled:
+                if p.grad is not None:
+                    p.grad.mul_(self.world_size)
+            if not self._by_hand:
+                return
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._by_hand]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            pos = 0
+            for p, g in zip(self._by_hand, grads, strict=True):
+                n = g.numel()
+                p.grad = flat[pos : pos + n].view_as(p).clone()
+                pos += n
+
+    def grad_norm(self, params: Sequence[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+        """As `Parallel.grad_norm`; under fsdp2 the sharded gradients' squares are summed over
+        ranks (shards are disjoint) and added to the replicated ones'."""
+        if self.mode == "ddp":
+            return super().grad_norm(params, max_norm)
+        import torch.distributed as dist
+        from torch.distributed.tensor import DTensor
+
+        grads = [p.grad for p in params if p.grad is not None]
+        local = [g.to_local() for g in grads if isinstance(g, DTensor)]
+        replicated = [g for g in grads if not isinstance(g, DTensor)]
+        dev = (local or replicated)[0].device
+        sharded = torch.zeros((), dtype=torch.float64, device=dev)
+        for g in local:
+            sharded += g.detach().double().pow(2).sum()
+        dist.all_reduce(sharded)
+        total = sharded + sum(
+            (g.detach().double().pow(2).sum() for g in replicated),
+            torch.zeros((), dtype=torch.float64, device=dev),
+        )
+        norm = total.sqrt().float()
+        if max_norm > 0:
+            scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+            with torch.no_grad():
+                for g in local + replicated:
+                    g.mul_(scale.to(g.device))
+        return norm
+
+    def dummy_backward(self, learner: Any) -> None:
+        """An empty micro-batch: a one-token forward through the wrapped decoder, zero loss, so
+        this rank joins the collectives of the ranks that still have samples."""
+        device = next(self._policy.parameters()).device
+        ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+        hidden = self.decoder(self._policy)(
+            input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False
+        ).last_hidden_state
+        head = self._policy.get_output_embeddings()
+        loss = head(hidden[:, -1]).sum() * 0.0
+        if learner.value_heads is not None:
+            loss = loss + sum(p.sum() for p in learner.value_heads.parameters()) * 0.0
+        loss.backward()
+
+    def dummy_forward(self) -> None:
+        """An empty micro-batch of a no-grad pass (fsdp2 all-gathers in every forward)."""
+        if self.mode != "fsdp2":
+            return
+        device = next(self._policy.parameters()).device
+        ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+        with torch.no_grad():
+            self._policy.get_decoder()(
+                input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False
+            )
+
+
+@contextlib.contextmanager
+def _fsdp_sync(decoder: Any, sync: bool) -> Iterator[None]:
+    layers = list(decoder.layers)
+    for layer in layers:
+        layer.set_requires_gradient_sync(sync)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.set_requires_gradient_sync(True)
