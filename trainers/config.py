@@ -82,8 +82,6 @@ FINETUNE_MODES = ("lora", "full")
 KL_TYPES = ("low_var_kl", "kl", "mse")
 #: Parameter dtypes the learner accepts.
 DTYPES = ("float32", "bfloat16", "float16")
-#: Rollout modes (``rollout.mode``): lock-step iterations, or staleness-bounded async rollouts.
-ROLLOUT_MODES = ("sync", "async")
 #: Where the learner's model lives ("auto": this rank's GPU when CUDA is present, else the CPU).
 DEVICES = ("auto", "cpu", "cuda")
 #: How a data-parallel run wraps the policy (`creditgym.trainers.distributed`).
