@@ -35,6 +35,13 @@ plain command such as ``go north``), ``"search"`` (``<search>..</search>`` / ``<
 or ``"tool"`` (``<tool_call>{json}</tool_call>`` / ``<answer>..</answer>``). Agents map their
 output format onto one of these (`creditgym.agents.base.check_format`).
 
+Branching (`creditgym.envs.branching`): ``snapshot() -> EnvSnapshot`` names the current state
+(task, seed, actions since reset, state key) and ``restore(snap) -> (obs, info)`` returns an env
+to it, by replay (the default) or from a native copy of the state (``branching = "snapshot"``:
+subclasses implement ``_snapshot_state`` / ``_restore_state``). ``branching = "none"`` declares
+an env that cannot branch. A restore that does not reach the recorded state key raises
+`BranchDivergence`.
+
 Actions reach `_step` encodable: lone surrogates (e.g. ``"\\udcff"``, what a byte-level
 decoder can produce) are replaced by ``"?"`` first, so no engine or bridge (py4j, HTTP) sees a
 string it cannot encode.
@@ -42,6 +49,7 @@ string it cannot encode.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -56,6 +64,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from creditgym.envs.branching import (
+    BranchDivergence,
+    Branching,
+    BranchingUnsupported,
+    EnvSnapshot,
+)
 
 if TYPE_CHECKING:
     from creditgym.envs.tabular_model import TabularModel
@@ -202,6 +217,10 @@ class TextEnv(gym.Env[str, str]):
     #: Extra split names, e.g. {"valid_seen": "valid"}.
     split_aliases: ClassVar[dict[str, str]] = {}
     default_max_steps: ClassVar[int] = 50
+    #: How `restore` reaches a snapshot's state: "replay" (reset, then the recorded actions),
+    #: "snapshot" (a native copy of the state where `_snapshot_state` gives one, else replay),
+    #: or "none" (the env cannot branch).
+    branching: ClassVar[Branching] = "replay"
     max_observation_length: ClassVar[int] = 32768
     max_action_length: ClassVar[int] = 8192
 
@@ -232,6 +251,12 @@ class TextEnv(gym.Env[str, str]):
         self._steps = 0
         self._last_obs = ""
         self._base_info: dict[str, Any] = {}
+        # The path from the last reset, for `snapshot`: (seed, np_random state if unseeded),
+        # the actions the env received, and the state key after the reset and each action.
+        self._trace_seed: tuple[int | None, dict[str, Any] | None] | None = None
+        self._trace_actions: list[str] = []
+        self._trace_keys: list[str] = []
+        self._last_info: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- subclass API
     def task_ids(self, split: str) -> Sequence[str]:
@@ -291,6 +316,7 @@ class TextEnv(gym.Env[str, str]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
+        rng = None if seed is not None else copy.deepcopy(self.np_random.bit_generator.state)
         options = dict(options or {})
         panel = self.panel
         if "task_id" in options:
@@ -313,7 +339,11 @@ class TextEnv(gym.Env[str, str]):
             "split": self.split,
             "panel_hash": panel.hash,
         }
-        return self._finish(obs, info, reset=True)
+        obs, info = self._finish(obs, info, reset=True)
+        self._trace_seed = (None if seed is None else int(seed), rng)
+        self._trace_actions = []
+        self._trace_keys = [info["state_key"]]
+        return obs, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if not isinstance(action, str):
@@ -323,6 +353,8 @@ class TextEnv(gym.Env[str, str]):
         obs, reward, terminated, info = self._step(action)
         truncated = (not terminated) and self._steps >= self.max_steps
         obs, info = self._finish(obs, info, reset=False)
+        self._trace_actions.append(action)
+        self._trace_keys.append(info["state_key"])
         return obs, float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> str | None:
@@ -349,4 +381,125 @@ class TextEnv(gym.Env[str, str]):
             info["state_key"] = obs
         info["step"] = self._steps
         self._last_obs = obs
+        self._last_info = info
+        return obs, info
+
+    # ----------------------------------------------------------------- branching
+    def _branch_name(self) -> str:
+        return self.spec.id if self.spec is not None else self.env_name
+
+    def _require_branching(self, what: str) -> None:
+        if self.branching == "none":
+            raise BranchingUnsupported(
+                f"{self._branch_name()} cannot {what}: its env class sets branching = 'none'"
+            )
+
+    def _snapshot_state(self) -> Any:
+        """A native copy of the current state, or None to restore by replay (the default).
+
+        Envs with ``branching = "snapshot"`` override this and `_restore_state`. The copy must
+        be plain data that any instance of this env (same id and kwargs) can restore.
+        """
+        return None
+
+    def _restore_state(self, task_id: str, state: Any) -> str:
+        """Set the current episode to task `task_id` in `state` (from `_snapshot_state`).
+
+        Returns the state key of the restored state. Only called for envs that snapshot.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no native snapshots")
+
+    def snapshot(self) -> EnvSnapshot:
+        """The current state as an `EnvSnapshot` (plain, picklable data) for `restore`."""
+        self._require_branching("snapshot")
+        if self._trace_seed is None:
+            raise RuntimeError("call reset() before snapshot()")
+        payload = None
+        if self.branching == "snapshot":
+            state = self._snapshot_state()
+            if state is not None:
+                payload = {
+                    "state": state,
+                    "obs": self._last_obs,
+                    "info": copy.deepcopy(self._last_info),
+                }
+        seed, rng = self._trace_seed
+        return EnvSnapshot(
+            env_id=self._branch_name(),
+            split=self.split,
+            task_id=str(self._base_info["task_id"]),
+            task_index=int(self._base_info["task_index"]),
+            seed=seed,
+            actions=tuple(self._trace_actions),
+            state_key=self._trace_keys[-1],
+            keys=tuple(self._trace_keys),
+            rng=copy.deepcopy(rng),
+            payload=payload,
+        )
+
+    def restore(self, snap: EnvSnapshot) -> tuple[str, dict[str, Any]]:
+        """Bring this env to the state of `snap`; returns the (obs, info) the env gave there.
+
+        Native snapshots (a payload on an env with ``branching = "snapshot"``) are set directly;
+        anything else is replayed: reset with the snapshot's task and seed, then each action,
+        checking every recorded state key. Raises `BranchDivergence` when a key differs or the
+        episode ends before the last action.
+        """
+        self._require_branching("restore")
+        if not isinstance(snap, EnvSnapshot):
+            raise TypeError(f"restore() takes an EnvSnapshot, got {type(snap).__name__}")
+        name = self._branch_name()
+        if snap.env_id != name or snap.split != self.split:
+            raise ValueError(
+                f"snapshot of {snap.env_id} ({snap.split}) cannot restore {name} ({self.split})"
+            )
+        panel = self.panel
+        if not 0 <= snap.task_index < len(panel) or panel.ids[snap.task_index] != snap.task_id:
+            raise ValueError(
+                f"snapshot task {snap.task_id!r} (index {snap.task_index}) is not in this env's "
+                f"{self.split} panel (hash {panel.hash}): made with other env kwargs?"
+            )
+        if snap.payload is not None and self.branching == "snapshot":
+            return self._restore_native(snap)
+        return self._replay(snap)
+
+    def _restore_native(self, snap: EnvSnapshot) -> tuple[str, dict[str, Any]]:
+        key = self._restore_state(snap.task_id, snap.payload["state"])
+        if key != snap.state_key:
+            raise BranchDivergence(
+                self._branch_name(), snap.task_id, snap.step, snap.state_key, key
+            )
+        self._steps = snap.step
+        self._base_info = {
+            "task_id": snap.task_id,
+            "task_index": snap.task_index,
+            "split": self.split,
+            "panel_hash": self.panel.hash,
+        }
+        self._trace_seed = (snap.seed, copy.deepcopy(snap.rng))
+        self._trace_actions = list(snap.actions)
+        self._trace_keys = list(snap.keys) if snap.keys else [""] * snap.step + [key]
+        self._last_obs = snap.payload["obs"]
+        self._last_info = copy.deepcopy(snap.payload["info"])
+        return self._last_obs, copy.deepcopy(self._last_info)
+
+    def _replay(self, snap: EnvSnapshot) -> tuple[str, dict[str, Any]]:
+        name = self._branch_name()
+        if snap.seed is None and snap.rng is not None:
+            self.np_random.bit_generator.state = copy.deepcopy(snap.rng)
+        obs, info = self.reset(seed=snap.seed, options={"task_id": snap.task_index})
+        keys = snap.keys
+        for i, action in enumerate(snap.actions):
+            if keys and info["state_key"] != keys[i]:
+                raise BranchDivergence(name, snap.task_id, i, keys[i], info["state_key"])
+            obs, _, terminated, truncated, info = self.step(action)
+            if info.get("error"):
+                raise RuntimeError(f"{name} failed while replaying step {i + 1}: {info['error']}")
+            if (terminated or truncated) and i + 1 < len(snap.actions):
+                raise BranchDivergence(
+                    name, snap.task_id, i + 1, snap.state_key, info["state_key"],
+                    why="the episode ended before the last recorded action",
+                )  # fmt: skip
+        if info["state_key"] != snap.state_key:
+            raise BranchDivergence(name, snap.task_id, snap.step, snap.state_key, info["state_key"])
         return obs, info

@@ -423,6 +423,8 @@ class KeyRoomsEnv(TextEnv):
     max_action_length: ClassVar[int] = 256
     #: How many generated tasks (with their state caches) an env instance keeps.
     cache_size: ClassVar[int] = 64
+    #: Native snapshots: the state tuple (agent room, item locations), valid in any instance.
+    branching: ClassVar[str] = "snapshot"
 
     def __init__(
         self,
@@ -501,6 +503,15 @@ class KeyRoomsEnv(TextEnv):
         if self._world is None:
             raise RuntimeError("call reset() before step()")
         return self._world
+
+    # ------------------------------------------------------------------ branching
+    def _snapshot_state(self) -> tuple[int, ...]:
+        return self._require_world()._states[self._sid]
+
+    def _restore_state(self, task_id: str, state: tuple[int, ...]) -> str:
+        self._world = w = self.world(task_id)
+        self._sid = w._intern(tuple(int(x) for x in state))
+        return w.key(self._sid)
 
     # ------------------------------------------------------------------ model and expert
     def model(self) -> TabularModel:

@@ -6,8 +6,9 @@ addressed by slot (0..k-1):
 - ``reset_many([(slot, task_index, seed)]) -> [SlotResult]``
 - ``step_many([(slot, action)]) -> [SlotResult]``
 - ``expert_many([slot]) -> [str | None]``: the envs' expert actions (`TextEnv.expert_action`)
-- ``snapshot_many([slot])`` / ``restore_many([(slot, snapshot)])``: for branching (not supported
-  until env branching lands; they raise `BranchingNotSupported`)
+- ``snapshot_many([slot]) -> [EnvSnapshot]`` / ``restore_many([(slot, snapshot)]) ->
+  [SlotResult]``: env branching (`TextEnv.snapshot` / `restore`; a restore that diverges comes
+  back with ``diverged=True``). Backends that cannot branch raise `BranchingNotSupported`
 - ``health() -> {"rss_mb", "episodes", "last_step_s", ...}``
 - ``close()``
 
@@ -39,6 +40,7 @@ from typing import Any, ClassVar
 import gymnasium
 
 from creditgym.envs.base import Panel, TextEnv
+from creditgym.envs.branching import BranchDivergence, BranchingUnsupported, EnvSnapshot
 from creditgym.trainers.registry import Registry
 
 __all__ = [
@@ -109,6 +111,9 @@ class SlotResult:
     error: str | None = None
     #: True when rebuilding the env after that error failed as well.
     restart_failed: bool = False
+    #: True when a restore did not reach the snapshot's state (`BranchDivergence`; `error` holds
+    #: its text). The env was not rebuilt: the branch is dropped, the env is reset before reuse.
+    diverged: bool = False
 
 
 def _one_line(exc: BaseException) -> str:
@@ -265,6 +270,33 @@ class InProcessShard(EnvShard):
 
     def expert_many(self, slots: Sequence[int]) -> list[str | None]:
         return [self._envs[slot].expert_action() for slot in slots]
+
+    def snapshot_many(self, slots: Sequence[int]) -> list[EnvSnapshot]:
+        """Each slot's `TextEnv.snapshot()` (plain data; raises for an env that cannot branch)."""
+        return [self._envs[slot].snapshot() for slot in slots]
+
+    def restore_many(self, calls: Sequence[tuple[int, EnvSnapshot]]) -> list[SlotResult]:
+        """`TextEnv.restore` each ``(slot, snapshot)``: the restored obs and info, reward 0.
+
+        A `BranchDivergence` comes back as ``diverged=True`` with its text in ``error``; any
+        other exception as ``error`` with the env rebuilt, as in `step_many`.
+        """
+        t0 = time.perf_counter()
+        out = []
+        for slot, snap in calls:
+            result = SlotResult()
+            try:
+                result.obs, result.info = self._envs[slot].restore(snap)
+            except BranchDivergence as exc:
+                result.error, result.diverged = _one_line(exc), True
+            except BranchingUnsupported:
+                raise
+            except Exception as exc:
+                result.error = _one_line(exc)
+                self._restart(slot, result)
+            out.append(result)
+        self._last_step_s = time.perf_counter() - t0
+        return out
 
     def health(self) -> dict[str, Any]:
         return {

@@ -1,5 +1,6 @@
 """The rollout seams: env shards, rollout strategies, task samplers (registries and behaviour)."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -14,7 +15,7 @@ from creditgym.agents.tabular import TabularSoftmaxAgent
 from creditgym.trainers import samplers, shards, strategies
 from creditgym.trainers.checkpoint import TaskSampler
 from creditgym.trainers.rollout import EnvPool, collect
-from creditgym.trainers.shards import BranchingNotSupported, InProcessShard
+from creditgym.trainers.shards import InProcessShard
 from tests.trainers.test_rollout import Scripted  # registers test/Walk-v0
 
 SMALL = {"level": "small"}
@@ -133,10 +134,15 @@ def test_pool_routes_global_slots_and_reports_health():
         assert health["rss_mb"] > 0 and len(health["shards"]) == 4
         with pytest.raises(IndexError, match="outside this pool of 7"):
             pool.step_many([(7, "step")])
-        with pytest.raises(BranchingNotSupported, match="not supported until env branching"):
-            pool.snapshot_many([0])
-        with pytest.raises(NotImplementedError):
-            pool.restore_many([(0, None)])
+        # branching through the pool: slot 4's state (task 1 after one step) lands in slots 1, 5
+        (snap,) = pool.snapshot_many([4])
+        assert snap.task_id == "walk-1" and snap.actions == ("step",) and snap.seed == 1
+        res = pool.restore_many([(5, snap), (1, snap)])
+        assert [(r.obs, r.error, r.diverged) for r in res] == [("pos 1", None, False)] * 2
+        assert [r.obs for r in pool.step_many([(5, "step"), (1, "stay")])] == ["pos 2", "pos 1"]
+        bad = dataclasses.replace(snap, state_key="elsewhere", keys=())
+        (res,) = pool.restore_many([(0, bad)])
+        assert res.diverged and "BranchDivergence" in res.error and pool.restarts == 1
         desc = pool.description
         assert desc.env_id == "test/Walk-v0" and desc.action_syntax == "action"
         assert not desc.has_expert and desc.action_space["max_length"] == 8192
