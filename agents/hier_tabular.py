@@ -28,7 +28,7 @@ import numpy as np
 
 from creditgym.agents.base import Context, Turn
 from creditgym.credit.base import Advantages
-from creditgym.credit.trajectory import TrajectoryGroup
+from creditgym.credit.trajectory import Step, TrajectoryGroup
 
 SWITCH_CHOICES = ("KEEP", "SWITCH")
 
@@ -128,6 +128,15 @@ class HierTabularAgent:
             return self.low.probs((state_key, None), actions)
         ph = self.high.probs(state_key, goals)
         return sum(w * self.low.probs((state_key, g), actions) for w, g in zip(ph, goals))
+
+    def branch_memory(self, env_id: str, episode: int, prefix: Sequence[Step]) -> None:
+        """Set episode `episode`'s current subgoal to the one of the recorded `prefix`'s last step
+        (branching rollouts call this before a continuation's first turn)."""
+        subgoal = prefix[-1].extras.get("subgoal") if prefix else None
+        if subgoal is None:
+            self._current.pop(episode, None)
+        else:
+            self._current[episode] = subgoal
 
     def act(self, contexts: Sequence[Context]) -> list[Turn]:
         turns = []

@@ -23,6 +23,7 @@ the parser's verdict.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +131,8 @@ class LLMAgent:
         )
         self._episodes: dict[tuple[str, int], _Episode] = {}
         self._metrics: dict[str, float] = {}
+        #: `act` may run in several threads (asynchronous rollouts); the tokenizer may not.
+        self._lock = threading.RLock()
         self.reset_metrics()
 
     # ----------------------------------------------------------------------------------- public
@@ -137,10 +140,22 @@ class LLMAgent:
         """One batched generation for all contexts; returns one `Turn` per context, in order."""
         if not contexts:
             return []
-        prompts = [self.prompt_ids(ctx) for ctx in contexts]
-        gens = self.backend.generate(prompts, self.sampling)
+        with self._lock:  # prompts and parsing use the tokenizer: one thread at a time
+            prompts = [self.prompt_ids(ctx) for ctx in contexts]
+        if getattr(self.backend, "takes_sessions", False):  # routes by episode (replicas)
+            sessions = [(ctx.env_id, ctx.episode, ctx.step) for ctx in contexts]
+            gens = self.backend.generate(prompts, self.sampling, sessions=sessions)
+        else:
+            gens = self.backend.generate(prompts, self.sampling)
         if len(gens) != len(contexts):
             raise RuntimeError(f"backend returned {len(gens)} generations for {len(contexts)}")
+        with self._lock:
+            return self._turns(contexts, prompts, gens)
+
+    def _turns(
+        self, contexts: Sequence[Context], prompts: list[list[int]], gens: list[Any]
+    ) -> list[Turn]:
+        """Parse each generation into a `Turn` and count it in the metrics."""
         turns = []
         for ctx, prompt, gen in zip(contexts, prompts, gens):
             parsed = parse(self.response_prefix + gen.text, self.output_format)
@@ -182,6 +197,24 @@ class LLMAgent:
             m["prompt_tokens_sum"] += len(prompt)
             m["response_tokens_sum"] += len(gen.token_ids)
         return turns
+
+    def branch_memory(self, env_id: str, episode: int, prefix: Sequence[Any]) -> None:
+        """Set episode `episode`'s concat token state to what it was after the recorded `prefix`.
+
+        Called by branching rollouts (`creditgym.trainers.branching`) before a continuation's
+        first turn, so a ``concat`` prompt at step ``len(prefix)`` extends the recorded tokens
+        exactly; the ``steps`` context keeps no memory and needs nothing.
+        """
+        if self.context != "concat":
+            return
+        key = (env_id, episode)
+        last = prefix[-1] if prefix else None
+        if last is None or last.prompt_ids is None or last.response_ids is None:
+            self._episodes.pop(key, None)
+            return
+        self._episodes[key] = _Episode(
+            ids=list(last.prompt_ids) + list(last.response_ids), step=len(prefix) - 1
+        )
 
     def prompt_ids(self, ctx: Context) -> list[int]:
         """The exact token ids ``act`` would generate from for `ctx` (response prefix included).
