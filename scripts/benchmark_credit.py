@@ -35,6 +35,7 @@ from creditgym import (
 from creditgym.agents import TabularSoftmaxAgent
 from creditgym.agents.hier_tabular import HierTabularAgent
 from creditgym.envs.base import Panel
+from creditgym.trainers import recipes, samplers, strategies
 from creditgym.trainers.bench_config import BenchmarkConfig
 from creditgym.trainers.config import ConfigError, load, parse_overrides
 from creditgym.trainers.rollout import EnvPool, collect
@@ -154,8 +155,21 @@ class ExactValues:
 
 
 # ----------------------------------------------------------------------------- one run
+def _hook(objects, name: str, *args) -> Any:
+    """Call ``name(*args)`` on each plug-in that defines it; the last non-None result."""
+    result = None
+    for obj in objects:
+        fn = getattr(obj, name, None) if obj is not None else None
+        if fn is not None:
+            out = fn(*args)
+            result = out if out is not None else result
+    return result
+
+
 def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict[str, Any]:
-    module = credit.make(method, **cfg.method_options.get(method, {}))
+    recipe = recipes.resolve(method)
+    module = credit.make(recipe.credit, **cfg.options_for(method))
+    strategy = strategies.make(recipe.strategy, **dict(recipe.strategy_options))
     # A module with span advantages (HiPER) needs a policy that emits those spans.
     hierarchical = cfg.agent == "hier_tabular" or getattr(module, "span_names", None)
     agent = (HierTabularAgent if hierarchical else TabularSoftmaxAgent)(lr=cfg.lr, seed=seed)
@@ -166,6 +180,22 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         pool.env_id, "train", pool.panel.version, tuple(pool.panel.ids[:n_tasks])
     ).hash
     tasks = list(range(n_tasks))
+    sampler = (
+        samplers.make(recipe.sampler, num_tasks=n_tasks, seed=seed, **dict(recipe.sampler_options))
+        if recipe.sampler is not None
+        else None
+    )
+    buffer = (
+        recipes.build_plugin("buffer", recipe.buffer, recipe.buffer_options)
+        if recipe.buffer is not None
+        else None
+    )
+    tracker = (
+        recipes.build_plugin("tracker", recipe.tracker, recipe.tracker_options)
+        if recipe.tracker is not None
+        else None
+    )
+    plugins = (sampler, buffer, tracker)
     horizon = pool.description.max_steps
     beta = cfg.prior_beta
     if pool.description.has_model:
@@ -180,8 +210,8 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
             raise SystemExit(f"{cfg.env} has no model(): run with --prior-success 0")
         exact, beta, prior_success = None, 0.0, float("nan")
     curve: dict[str, list] = {"eval_iter": [], "eval_success": [], "train_success": []}
-    curve.update({"fid_iter": [], "fidelity": []})
-    skipped, credit_ms, credit_steps = 0, 0.0, 0
+    curve.update({"fid_iter": [], "fidelity": [], "eval_turns": []})
+    skipped, credit_ms, credit_steps, turns = 0, 0.0, 0, 0
 
     def evaluate() -> float:
         seeds = [10_000 + t for t in tasks]
@@ -192,21 +222,33 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         if it % cfg.eval_every == 0 or it == cfg.iterations:
             curve["eval_iter"].append(it)
             curve["eval_success"].append(evaluate())
+            curve["eval_turns"].append(turns)
         if it == cfg.iterations:
             break
-        replace = cfg.groups > n_tasks
-        chosen = [int(t) for t in task_rng.choice(n_tasks, size=cfg.groups, replace=replace)]
+        if sampler is not None:
+            chosen = [int(t) for t in sampler.next(cfg.groups)]
+        else:
+            replace = cfg.groups > n_tasks
+            chosen = [int(t) for t in task_rng.choice(n_tasks, size=cfg.groups, replace=replace)]
         seeds = [seed * 100_000 + it * cfg.groups + b for b in range(cfg.groups)]
-        batch = collect(pool, agent, chosen, cfg.group_size, seeds)
+        batch = collect(pool, agent, chosen, cfg.group_size, seeds, strategy=strategy)
+        turns += recipe.cost(batch)
+        ctx = recipes.IterationContext(it, seed, chosen, agent, pool)
+        if sampler is not None:
+            sampler.observe(chosen, batch)
+        groups = batch.groups
+        for plugin in (buffer, tracker):
+            groups = _hook([plugin], "before_credit", groups, ctx) or groups
         t0 = time.perf_counter()
-        adv = module(batch.groups)
+        adv = module(groups)
         credit_ms += 1000 * (time.perf_counter() - t0)
         credit_steps += len(adv.values)
+        _hook(plugins, "after_credit", groups, adv, ctx)
         curve["train_success"].append(batch.stats["success"])
         want_fid = exact is not None and cfg.fidelity_every > 0 and it % cfg.fidelity_every == 0
         # A^pi of the policy that acted (before the update), once for fidelity and the dump.
         ref = (
-            exact.step_advantages(agent, batch.groups, chosen)
+            exact.step_advantages(agent, groups, chosen)
             if exact is not None and (want_fid or it in cfg.dump_iterations)
             else None
         )
@@ -227,16 +269,18 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
                 method,
                 seed,
                 it,
-                batch.groups,
+                groups,
                 adv,
                 ref,
                 f"exact A^π (γ = {cfg.gamma})",
             )
-        agent.update(batch.groups, adv)
+        agent.update(groups, adv)
+        _hook(plugins, "after_update", groups, adv, ctx)
         if progress is not None:
             progress.put(1)
     pool.close()
     reached = [i for i, s in zip(curve["eval_iter"], curve["eval_success"]) if s >= 0.8]
+    reached_turns = [n for n, s in zip(curve["eval_turns"], curve["eval_success"]) if s >= 0.8]
     return {
         "method": method,
         "seed": seed,
@@ -246,6 +290,8 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         "curve": curve,
         "success_final": curve["eval_success"][-1],
         "iterations_to_80": reached[0] if reached else None,
+        "turns_to_80": reached_turns[0] if reached_turns else None,
+        "generated_turns": turns,
         "fidelity_mean": float(np.mean(curve["fidelity"])) if curve["fidelity"] else None,
         "fidelity_skipped": skipped,
         "credit_ms_per_1k_steps": 1000 * credit_ms / max(credit_steps, 1),

@@ -16,12 +16,15 @@ from pydantic import Field, field_validator, model_validator
 
 from creditgym.trainers.config import _Section
 
-__all__ = ["ADV_SCALES", "BENCH_AGENTS", "TABULAR_DEFAULTS", "BenchmarkConfig"]
+__all__ = ["ADV_SCALES", "BENCH_AGENTS", "BENCH_NEEDS", "TABULAR_DEFAULTS", "BenchmarkConfig"]
 
 #: Tabular policies the benchmark trains.
 BENCH_AGENTS = ("tabular", "hier_tabular")
 #: How each batch's advantages are scaled before the policy-gradient step.
 ADV_SCALES = ("rms", "none")
+#: Module needs the benchmark itself provides (branching envs, a recipe's tracker); any other
+#: need (values, entropies, answer log-probs) comes from an LLM.
+BENCH_NEEDS = frozenset({"branching", "task_baseline"})
 
 #: Options a tabular run gives modules whose defaults read model outputs (explicit
 #: ``method_options`` win): HiPER has no value heads here, so it runs critic-free, bootstrapping
@@ -44,7 +47,8 @@ class BenchmarkConfig(_Section):
     """"tabular": flat softmax policy (hierarchical for modules with span advantages, i.e.
     hiper); "hier_tabular": the hierarchical switch/subgoal/action policy for all."""
     methods: list[str] = Field(default_factory=lambda: ["grpo", "rloo", "gigpo"])
-    """Credit modules to compare (`creditgym.credit.available()`); a comma string is split."""
+    """Methods to compare: credit modules (`creditgym.credit.available()`) or benchmark recipes
+    (`creditgym.trainers.recipes.available()`); a comma string is split."""
     method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Options per method, e.g. ``{"gigpo": {"mode": "mean_norm"}}`` (over `TABULAR_DEFAULTS`)."""
     seeds: int = Field(5, ge=1)
@@ -113,25 +117,43 @@ class BenchmarkConfig(_Section):
     @model_validator(mode="after")
     def _check_methods(self) -> BenchmarkConfig:
         from creditgym import credit
+        from creditgym.trainers import recipes, strategies
 
         if not self.methods:
             raise ValueError("methods is empty")
         for m in self.methods:
+            recipe = recipes.resolve(m)  # unknown names list modules and recipes
             try:
-                module = credit.make(m, **self.options_for(m))  # unknown names and options
+                module = credit.make(recipe.credit, **self.options_for(m))  # unknown options
             except KeyError as exc:
                 raise ValueError(exc.args[0]) from None
             except TypeError as exc:
                 raise ValueError(str(exc)) from None
-            if module.needs:
+            strategies.strategy_class(recipe.strategy)  # unknown strategies
+            llm_needs = set(module.needs) - BENCH_NEEDS
+            if llm_needs:
                 raise ValueError(
-                    f"{m} needs {sorted(module.needs)} from an LLM; use the LLM benchmark"
+                    f"{m} needs {sorted(llm_needs)} from an LLM; use the LLM benchmark"
                 )
+            if "task_baseline" in module.needs and recipe.tracker is None:
+                raise ValueError(f"{m} needs a task_baseline: its recipe must name a tracker")
         return self
 
+    def recipe(self, method: str) -> Any:
+        """The `creditgym.trainers.recipes.Recipe` that `method` runs."""
+        from creditgym.trainers import recipes
+
+        return recipes.resolve(method)
+
     def options_for(self, method: str) -> dict[str, Any]:
-        """The options `method` runs with: `TABULAR_DEFAULTS`, then ``method_options``."""
-        return {**TABULAR_DEFAULTS.get(method, {}), **self.method_options.get(method, {})}
+        """The credit options `method` runs with: `TABULAR_DEFAULTS` of its credit module, the
+        recipe's ``credit_options``, then ``method_options[method]``."""
+        recipe = self.recipe(method)
+        return {
+            **TABULAR_DEFAULTS.get(recipe.credit, {}),
+            **dict(recipe.credit_options),
+            **self.method_options.get(method, {}),
+        }
 
     def resolved(self) -> BenchmarkConfig:
         """This config as the runs see it (and the summary records it): ``method_options``
