@@ -60,6 +60,7 @@ __all__ = [
     "LoggingConfig",
     "LossConfig",
     "ModelConfig",
+    "ROLLOUT_MODES",
     "RolloutConfig",
     "RunConfig",
     "SamplerConfig",
@@ -82,6 +83,8 @@ FINETUNE_MODES = ("lora", "full")
 KL_TYPES = ("low_var_kl", "kl", "mse")
 #: Parameter dtypes the learner accepts.
 DTYPES = ("float32", "bfloat16", "float16")
+#: Rollout modes (``rollout.mode``): lock-step iterations, or staleness-bounded async rollouts.
+ROLLOUT_MODES = ("sync", "async")
 #: Where the learner's model lives ("auto": this rank's GPU when CUDA is present, else the CPU).
 DEVICES = ("auto", "cpu", "cuda")
 #: How a data-parallel run wraps the policy (`creditgym.trainers.distributed`).
@@ -213,6 +216,21 @@ class BackendConfig(_Section):
     "vllm", "vllm-server", "openai", and any added with ``register_backend``)."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Backend-specific options (e.g. ``base_url`` for "openai", ``max_model_len`` for vLLM)."""
+    replicas: list[str] = Field(default_factory=list)
+    """URLs of running vLLM servers (``http://host:port/v1``) to use as generation replicas
+    with "vllm-server" (`creditgym.agents.backends.replicas`); empty: start servers here."""
+    num_replicas: int = Field(1, ge=1)
+    """How many vLLM servers "vllm-server" starts (one per replica) when ``replicas`` is empty."""
+
+    @field_validator("replicas")
+    @classmethod
+    def _check_replicas(cls, value: list[str]) -> list[str]:
+        bad = [u for u in value if not re.match(r"^https?://[^/\s]+", u)]
+        if bad:
+            raise ValueError(f"replicas must be http(s) URLs like http://127.0.0.1:8000/v1: {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"replicas lists a URL twice: {value}")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -240,6 +258,13 @@ class RolloutConfig(_Section):
     strategy: str = "lockstep"
     """Rollout strategy (`creditgym.trainers.strategies`; "lockstep": every running episode
     advances one turn per batched generation call)."""
+    mode: Literal[ROLLOUT_MODES] = "sync"  # type: ignore[valid-type]
+    """"sync": each iteration's groups are played, then trained on; "async": episodes advance
+    independently while the learner trains, at most ``max_staleness`` versions behind
+    (`creditgym.trainers.async_rollout`)."""
+    max_staleness: int = Field(1, ge=0)
+    """S (async mode): groups admitted <= (S + v + 1) x B at policy version v, so a batch is
+    sampled at most S updates before the policy it trains; 0 trains on the same batches as sync."""
 
     @field_validator("env_backend")
     @classmethod
@@ -335,6 +360,11 @@ class LearnerConfig:
     """PPO clip: the ratio is clipped below at 1 - clip_low."""
     clip_high: float = Field(0.2, ge=0)
     """PPO clip: the ratio is clipped above at 1 + clip_high (raise for DAPO-style clip-higher)."""
+    decoupled: bool = False
+    """Decoupled PPO (async rollouts): weight each token's clipped surrogate by
+    w = min(pi_prox / mu, tis_cap), pi_prox the old-log-prob pass, mu the sampler's log-prob."""
+    tis_cap: float = Field(2.0, gt=0)
+    """Truncation of the decoupled-PPO importance weight w = pi_prox / mu (TIS)."""
     kl_coef: float = 0.01
     """Weight of the "kl" loss term, KL(pi || reference) (0 disables it and skips the reference
     pass)."""
@@ -414,6 +444,9 @@ class LearnerSection(LearnerConfig):
     temperature: float | None = Field(None, gt=0)
     """Scoring temperature; None (the default) follows ``agent.temperature`` (1.0 when that is
     0, greedy), which it must equal when the agent samples."""
+    decoupled: bool | None = None
+    """Decoupled-PPO correction; None (the default) turns it on exactly when
+    ``rollout.mode`` is "async"."""
 
 
 class WarmstartConfig(_Section):
@@ -517,6 +550,7 @@ class TrainConfig(_Section):
                 f"{self.agent.temperature}: the learner must score tokens at the sampling "
                 "temperature (leave learner.temperature unset to follow the agent)"
             )
+        self._check_rollout_mode()
         ctx = self.learner.context
         if ctx is not None and ctx != self.agent.context:
             raise ValueError(
@@ -524,6 +558,30 @@ class TrainConfig(_Section):
                 "(leave learner.context unset to follow the agent)"
             )
         return self
+
+    def _check_rollout_mode(self) -> None:
+        """Async needs a strategy that supports it; replicas need the "vllm-server" backend."""
+        if self.rollout.mode == "async":
+            from creditgym.trainers import strategies
+
+            cls = strategies.strategy_class(self.rollout.strategy)
+            if not cls.supports_async:
+                raise ValueError(
+                    f"rollout.strategy={self.rollout.strategy!r} does not support "
+                    f"rollout.mode='async' (strategies that do: {strategies.async_strategies()});"
+                    " use rollout.mode='sync'"
+                )
+        replicated = bool(self.backend.replicas) or self.backend.num_replicas > 1
+        if replicated and self.backend.name != "vllm-server":
+            raise ValueError(
+                f"backend.replicas / backend.num_replicas need backend.name='vllm-server', "
+                f"got {self.backend.name!r}"
+            )
+        if self.backend.replicas and self.backend.num_replicas > 1:
+            raise ValueError(
+                "set backend.replicas (servers already running) or backend.num_replicas "
+                "(servers started here), not both"
+            )
 
     @property
     def resolved_run_dir(self) -> Path:
@@ -537,6 +595,8 @@ class TrainConfig(_Section):
             options["temperature"] = self.agent.temperature or 1.0
         if options["context"] is None:
             options["context"] = self.agent.context
+        if options["decoupled"] is None:
+            options["decoupled"] = self.rollout.mode == "async"
         return learner_config({**options, **changes})
 
     def to_yaml(self) -> str:

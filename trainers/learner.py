@@ -376,7 +376,8 @@ class Learner:
         want_values = bool(targets)
         gen = np.random.default_rng([self.config.seed, self.updates])
         sums: dict[str, float] = dict.fromkeys(
-            ["pg", *self.objective.terms, "approx_kl", "value", "grad_norm"], 0.0
+            ["pg", *self.objective.terms, "approx_kl", "value", "tis_clip", "tis_w", "grad_norm"],
+            0.0,
         )
         clipped, tokens, steps_taken = 0.0, 0, 0
         self.model.train()
@@ -412,6 +413,10 @@ class Learner:
         }
         if want_values:
             metrics["train/value_loss"] = per_step["value"]
+        if self.config.decoupled:  # sums of counted tokens: undo the per-step average
+            total = max(steps_taken, 1) / max(tokens, 1)
+            metrics["train/tis_clip_frac"] = per_step["tis_clip"] * total
+            metrics["train/tis_weight_mean"] = per_step["tis_w"] * total
         return metrics
 
     def supervised_update(
@@ -543,6 +548,7 @@ class Learner:
             denominator=denom,
             ref_logp=ref,
             entropy=ent,
+            sampler_logp=self._sampler_logp(micro, dev) if self.config.decoupled else None,
         )
         loss, policy_out, term_values = self.objective(batch)
         if want_values:
@@ -555,7 +561,26 @@ class Learner:
         for name, value in term_values.items():
             sums[name] += float(value)
         sums["approx_kl"] += float(approx_kl_old(batch))
+        if policy_out.weight_clip_count is not None:
+            sums["tis_clip"] += float(policy_out.weight_clip_count)
+            sums["tis_w"] += float(policy_out.weight_sum)
         return float(policy_out.clip_count), int(mask.sum())
+
+    @staticmethod
+    def _sampler_logp(micro: list[_Sample], dev: Any) -> torch.Tensor:
+        """Decoupled PPO's mu: each step's recorded sampler log-probs on its response tokens;
+        a step without them (or with a wrong count) takes pi_prox, so its weight is 1."""
+        parts = []
+        for s in micro:
+            mu = s.old_logp.clone()
+            for _, step, off, k in s.parts:
+                lp = step.sampler_logprobs
+                if lp is not None and len(lp) == k:
+                    vals = torch.as_tensor(np.asarray(lp, dtype=np.float64), dtype=mu.dtype)
+                    if bool(torch.isfinite(vals).all()):
+                        mu[off : off + k] = vals
+            parts.append(mu)
+        return torch.cat(parts).to(dev)
 
     def _token_advantages(self, sample: _Sample, advantages: Advantages) -> torch.Tensor:
         """Each step's advantage on its own response tokens; span-routed when given."""

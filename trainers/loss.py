@@ -9,6 +9,10 @@ mean.
 
 PPO-clip (Schulman et al. 2017), per token with ratio rho = exp(logp - logp_old):
     L = max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high))
+Decoupled PPO (asynchronous rollouts, SCALE.md section 3): with the sampler's log-probs mu
+given, each token's clipped surrogate is scaled by the truncated importance weight
+w = min(exp(logp_old - mu), tis_cap), where logp_old is pi_prox (the learner's old-log-prob pass);
+the ratio stays clipped against pi_prox.
 Low-variance KL (the "k3" estimator, Schulman 2020; verl's ``low_var_kl``), with
 log r = logp_ref - logp:
     KL ~= exp(log r) - log r - 1   (>= 0, unbiased for KL(pi || ref)), clamped to [-10, 10].
@@ -97,6 +101,8 @@ class TokenBatch:
     """Log-probs under the reference policy (None when no term needs it)."""
     entropy: torch.Tensor | None = None
     """Entropy of each token's full distribution (with gradient)."""
+    sampler_logp: torch.Tensor | None = None
+    """The sampler's log-probs mu of the tokens (decoupled PPO; None: no correction)."""
 
     def token_mean(self, x: torch.Tensor) -> torch.Tensor:
         """This micro-batch's share of the mini-batch mean of ``x``: the weighted sum over
@@ -110,6 +116,9 @@ class PolicyOutput:
 
     loss: torch.Tensor
     clip_count: torch.Tensor
+    #: Decoupled PPO: counted tokens whose importance weight hit the cap, and the weights' sum.
+    weight_clip_count: torch.Tensor | None = None
+    weight_sum: torch.Tensor | None = None
 
 
 @dataclass
@@ -124,8 +133,8 @@ class TermOutput:
 class PPOClip:
     """The PPO-clip surrogate, token-mean over the batch (registered as "ppo_clip")."""
 
-    def __init__(self, clip_low: float = 0.2, clip_high: float = 0.2):
-        self.clip_low, self.clip_high = clip_low, clip_high
+    def __init__(self, clip_low: float = 0.2, clip_high: float = 0.2, tis_cap: float = 2.0):
+        self.clip_low, self.clip_high, self.tis_cap = clip_low, clip_high, tis_cap
 
     def __call__(self, batch: TokenBatch) -> PolicyOutput:
         tok, clipped = ppo_clip(
@@ -133,7 +142,23 @@ class PPOClip:
         )
         with torch.no_grad():
             clip_count = (clipped * batch.mask).sum()
-        return PolicyOutput(batch.token_mean(tok), clip_count)
+        if batch.sampler_logp is None:
+            return PolicyOutput(batch.token_mean(tok), clip_count)
+        weight, capped = truncated_weight(batch.old_logp, batch.sampler_logp, self.tis_cap)
+        with torch.no_grad():
+            w_clip = (capped * batch.mask).sum()
+            w_sum = (weight * batch.mask).sum()
+        return PolicyOutput(batch.token_mean(weight * tok), clip_count, w_clip, w_sum)
+
+
+def truncated_weight(
+    prox_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float = 2.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoupled PPO's weight min(pi_prox / mu, cap) per token (no gradient) and a 0/1 tensor
+    of the tokens where the cap was hit."""
+    with torch.no_grad():
+        raw = torch.exp(prox_logp.detach() - sampler_logp)
+        return torch.clamp(raw, max=cap), (raw > cap).float()
 
 
 class KLTerm:

@@ -6,7 +6,8 @@ PolicyOutput``; a term factory returns a callable ``term(batch) -> TermOutput`` 
 `creditgym.trainers.loss.TokenBatch` of per-token tensors and aggregate with its `token_mean`.
 The objective is ``policy + sum(term losses)``; each term's value is logged as ``train/<name>``.
 
-Built in: the policy loss "ppo_clip" (``clip_low``, ``clip_high``) and the terms "kl"
+Built in: the policy loss "ppo_clip" (``clip_low``, ``clip_high``; ``tis_cap`` for the
+decoupled-PPO weight when the learner passes sampler log-probs) and the terms "kl"
 (``kl_coef``, ``kl_type``) and "entropy" (``entropy_coef``); the learner's default objective is
 ``ppo_clip`` with ``["kl", "entropy"]``, today's loss. Register more with `register_policy_loss`
 and `register_term`; an unknown name is an error listing the registered ones. This module imports
@@ -98,7 +99,7 @@ def build_objective(
 def _ppo_clip(config: Any) -> Any:
     from creditgym.trainers.loss import PPOClip
 
-    return PPOClip(config.clip_low, config.clip_high)
+    return PPOClip(config.clip_low, config.clip_high, getattr(config, "tis_cap", 2.0))
 
 
 @register_term("kl")

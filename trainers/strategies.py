@@ -45,6 +45,8 @@ __all__ = [
     "batch_stats",
     "make",
     "register_strategy",
+    "async_strategies",
+    "strategy_class",
 ]
 
 
@@ -92,6 +94,16 @@ available = _STRATEGIES.available
 def make(name: str, **options: Any) -> RolloutStrategy:
     """Build the strategy registered as `name`."""
     return _STRATEGIES.get(name)(**options)
+
+
+def strategy_class(name: str) -> type[RolloutStrategy]:
+    """The class registered as `name` (read its ``supports_async`` without building it)."""
+    return _STRATEGIES.get(name)
+
+
+def async_strategies() -> list[str]:
+    """Registered strategies that run with ``rollout.mode: async``."""
+    return [n for n in available() if _STRATEGIES.get(n).supports_async]
 
 
 def batch_stats(

@@ -22,6 +22,7 @@ rows from `creditgym.trainers.dump`, the timing summary from `creditgym.trainers
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -106,6 +107,8 @@ class Trainer:
         self._display = display
         self.start_iteration = 0
         self._built = False
+        #: The async-mode driver (`creditgym.trainers.async_rollout`), started by `_loop`.
+        self._async: Any = None
 
     # ------------------------------------------------------------------ setup
     def build(self, pools: bool = True) -> None:
@@ -191,7 +194,10 @@ class Trainer:
         """Send the learner's weights to the generation backend; return its reported seconds.
 
         Every backend takes what it needs from the learner (hf shares its module; engines
-        reload from its merged export)."""
+        reload from its merged export). In async mode generation is paused meanwhile and the
+        new version is published to the rollouts afterwards."""
+        if self._async is not None:
+            return self._async.sync(lambda: float(self.backend.sync_weights(self.learner) or 0.0))
         return float(self.backend.sync_weights(self.learner) or 0.0)
 
     def evaluate(self, iteration: int) -> dict[str, Any]:
@@ -202,7 +208,8 @@ class Trainer:
         previous = self.agent.sampling
         self.agent.sampling = dataclasses.replace(previous, temperature=cfg.temperature)
         try:
-            with forked_rng(cfg.seed):
+            paused = self._async.paused() if self._async else contextlib.nullcontext()
+            with paused, forked_rng(cfg.seed):
                 result = evaluate_policy(self.agent, self.eval_pool, cfg.tasks, seed=cfg.seed)
         finally:
             self.agent.sampling = previous
@@ -228,6 +235,8 @@ class Trainer:
         self, k: int, times: dict[str, float]
     ) -> tuple[list[TrajectoryGroup], dict[str, Any]]:
         """Collect iteration ``k``'s groups; return the non-empty ones and the rollout metrics."""
+        if self._async is not None:
+            return self._async.rollout(k, times)
         cfg = self.config
         b, g = cfg.rollout.tasks_per_iteration, cfg.rollout.group_size
         tasks = self.sampler.next(b)
@@ -292,7 +301,8 @@ class Trainer:
         groups, metrics = self._rollout(k, times)
         advantages = None
         if flat_steps(groups):
-            advantages = self._learn(groups, metrics, times)
+            with self._async.learning() if self._async else contextlib.nullcontext():
+                advantages = self._learn(groups, metrics, times)
         else:
             metrics["train/skipped"] = 1.0
             self.display.print(f"iteration {k}: every episode failed; nothing to train on")
@@ -313,6 +323,11 @@ class Trainer:
         times["eval"] = t_eval
         return finish_times(metrics, times, t_start)
 
+    def _sampler_state(self, k: int) -> dict[str, Any]:
+        """The task sampler's state to checkpoint after iteration k (async: right after batch k
+        was drawn, so the batches drawn since are drawn and played again on resume)."""
+        return self._async.sampler_state(k) if self._async else self.sampler.state_dict()
+
     def _checkpoint(self, k: int, record: dict[str, Any]) -> float:
         t0 = time.perf_counter()
         save_checkpoint(
@@ -320,7 +335,7 @@ class Trainer:
             k,
             self.learner.state_dict(),
             {
-                "sampler": self.sampler.state_dict(),
+                "sampler": self._sampler_state(k),
                 "eval_history": self.eval_history,
                 "last_record": record,
             },
@@ -372,6 +387,10 @@ class Trainer:
         fresh = self.start_iteration == 0 and not self.resume
         if fresh and cfg.eval.before_training and self.eval_pool is not None:
             self._initial_eval()
+        if cfg.rollout.mode == "async" and self.start_iteration < cfg.train.iterations:
+            from creditgym.trainers.async_rollout import AsyncDriver
+
+            self._async = AsyncDriver(self)
         for k in range(self.start_iteration + 1, cfg.train.iterations + 1):
             record = self.iteration(k)
             every = cfg.train.checkpoint_every
@@ -408,6 +427,9 @@ class Trainer:
         try:
             self._loop()
         finally:
+            if self._async is not None:
+                self._async.close()
+                self._async = None
             self.logger.close()
             self.display.close()
         return self._finish(t_run)

@@ -42,10 +42,10 @@ class TimedBackend:
         self.tokens = 0
 
     def generate(
-        self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, **kwargs: Any
     ) -> list[Generation]:
         t0 = time.perf_counter()
-        out = self._backend.generate(prompts, sampling)
+        out = self._backend.generate(prompts, sampling, **kwargs)
         self.seconds += time.perf_counter() - t0
         self.tokens += sum(len(g.token_ids) for g in out)
         return out

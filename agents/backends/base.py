@@ -10,6 +10,11 @@ A backend is built as ``factory(model_path, learner=..., **kwargs)`` (see `make_
 its module, the vLLM engine and server export the merged weights and reload them in place, an
 OpenAI-compatible endpoint reloads through ``/collective_rpc``. The trainer never asks which
 backend it holds.
+
+Two optional class attributes: ``takes_sessions = True`` makes `creditgym.agents.llm.LLMAgent`
+pass ``sessions=[(env_id, episode, step)]`` to ``generate`` (the replicas route an episode to
+one server by it), and ``concurrent_generate = True`` says ``generate`` may be called from many
+threads at once (asynchronous rollouts then send each episode's request on its own).
 """
 
 from __future__ import annotations

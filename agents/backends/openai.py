@@ -57,6 +57,8 @@ class OpenAIBackend:
 
     #: Set by the start-up probe: True only when the endpoint returns sampled token ids.
     supports_training: bool
+    #: ``generate`` may run in many threads at once (each call's requests go out concurrently).
+    concurrent_generate = True
 
     def __init__(
         self,
