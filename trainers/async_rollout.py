@@ -49,6 +49,7 @@ from creditgym.trainers.shards import EnvPool, SlotResult
 from creditgym.trainers.strategies import (
     Episode,
     RolloutBatch,
+    assemble,
     batch_stats,
     contexts_for,
     record_step,
@@ -348,21 +349,14 @@ class AsyncRollouts:
         self._cond.notify_all()
 
     def _assemble(self, k: int, batch: _Batch) -> RolloutBatch:
-        groups = [
-            TrajectoryGroup(task_id="", seed=int(seed), env_id=self.pool.env_id)
-            for seed in batch.seeds
-        ]
-        dropped: list[Trajectory] = []
-        for group in sorted(batch.groups, key=lambda g: g.position):
-            for ep in group.episodes:
-                if ep.traj.error is not None:
-                    dropped.append(ep.traj)
-                    continue
-                groups[group.position].trajectories.append(ep.traj)
-                groups[group.position].task_id = ep.traj.task_id
+        episodes = [ep for g in sorted(batch.groups, key=lambda g: g.position) for ep in g.episodes]
+        groups, dropped = assemble(self.pool, episodes, batch.seeds)
         turns = max((len(ep.traj.steps) for g in batch.groups for ep in g.episodes), default=0)
         stats = dict(batch.stats)
         stats["wall_s"] = time.perf_counter() - batch.first_admitted
+        take_counters = getattr(self.pool, "take_counters", None)  # shard restarts, timeouts...
+        if take_counters is not None:
+            stats.update(take_counters())
         stats.update(batch_stats(groups, dropped, turns))
         stats["tasks"] = batch.tasks  # type: ignore[assignment]
         return RolloutBatch(groups=groups, stats=stats, dropped=dropped)

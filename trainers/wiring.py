@@ -105,7 +105,18 @@ def make_generation_backend(cfg: TrainConfig, model_path: str, learner: Any) -> 
     from creditgym.agents.backends import make_backend
 
     # Each backend takes from the learner what it needs (hf: its module and tokenizer).
-    backend = make_backend(cfg.backend.name, model_path, learner=learner, **cfg.backend.kwargs)
+    if cfg.backend.replicas or cfg.backend.num_replicas > 1:  # vllm-server replicas
+        from creditgym.agents.backends.replicas import ReplicaSet
+
+        backend: Any = ReplicaSet(
+            model_path,
+            replicas=cfg.backend.replicas,
+            num_replicas=cfg.backend.num_replicas,
+            tokenizer=learner.tokenizer,
+            **cfg.backend.kwargs,
+        )
+    else:
+        backend = make_backend(cfg.backend.name, model_path, learner=learner, **cfg.backend.kwargs)
     if not getattr(backend, "supports_training", True):
         raise ValueError(
             f"backend {cfg.backend.name!r} cannot return sampled token ids, so it can only "
