@@ -30,6 +30,7 @@ import datetime
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,7 @@ class DistInfo:
 
 
 _INFO = DistInfo()
+_CREATED = False  # whether `setup` created the process group (Ray Train brings its own)
 
 
 def current() -> DistInfo:
@@ -93,8 +95,12 @@ def pick_device(preference: str = "auto", local_rank: int | None = None) -> torc
     return torch.device("cuda", index % torch.cuda.device_count())
 
 
-def setup(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
+def setup(device: str = "auto", timeout_s: float = 3600.0) -> DistInfo:
     """Join the process group that torchrun or Ray Train describes (``WORLD_SIZE`` > 1).
+
+    ``timeout_s`` bounds a collective: rank 0 evaluates while the others wait at the next one.
+    A rank that dies does not leave the others waiting that long: torchrun (and Ray Train)
+    stop every rank of the group when one exits with an error or a signal.
 
     Uses nccl when this rank's device is CUDA, gloo otherwise; an existing group (Ray Train
     starts one) is reused. Without a launcher this is a no-op and returns rank 0 of 1. The
@@ -115,6 +121,8 @@ def setup(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
         dist.init_process_group(
             "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
         )
+        global _CREATED
+        _CREATED = True
     _INFO = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
     if _INFO.distributed:
         from creditgym.credit.base import set_reducer
@@ -132,8 +140,10 @@ def teardown() -> None:
         from creditgym.credit.base import set_reducer
 
         set_reducer(None)
-    if dist.is_initialized():
+    global _CREATED
+    if _CREATED and dist.is_initialized():
         dist.destroy_process_group()
+    _CREATED = False
     _INFO = DistInfo()
 
 
@@ -150,6 +160,29 @@ def _all_reduce_numpy(partials: np.ndarray, op: str) -> np.ndarray:
     t = torch.as_tensor(np.asarray(partials, dtype=np.float64)).to(_collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return t.cpu().numpy()
+
+
+def broadcast_path(path: Any) -> Path:
+    """Rank 0's ``path`` on every rank."""
+    import torch.distributed as dist
+
+    box = [None if path is None else str(path)]
+    dist.broadcast_object_list(box, src=0)
+    return Path(box[0])
+
+
+def rank_config(config: Any, info: DistInfo | None = None) -> Any:
+    """The config of this rank's env pools: its share of the tasks; eval only on rank 0."""
+    info = info or current()
+    if not info.distributed:
+        return config
+    rollout = config.rollout.model_copy(
+        update={"tasks_per_iteration": config.rollout.tasks_per_iteration // info.world_size}
+    )
+    update: dict[str, Any] = {"rollout": rollout}
+    if not info.is_main:
+        update["eval"] = config.eval.model_copy(update={"tasks": 0})
+    return config.model_copy(update=update)
 
 
 def shard_slice(total: int, info: DistInfo | None = None) -> slice:
@@ -243,6 +276,12 @@ class DataParallel(Parallel):
     def maximum(self, x: Any) -> Any:
         return self._reduce(x, "max")
 
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        import torch.distributed as dist
+
+        dist.barrier()
+
     def all_gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order."""
         import torch.distributed as dist
@@ -276,6 +315,7 @@ class DataParallel(Parallel):
         base = learner.base_model
         self._policy = base
         decoder = base.get_decoder()
+        names = {id(p): n for n, p in learner.model.named_parameters()}
         if self.mode == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
@@ -296,9 +336,10 @@ class DataParallel(Parallel):
                     "has none (use data_parallel=ddp)"
                 )
             for layer in layers:
-                fully_shard(layer)
+                fully_shard(layer)  # replaces the layer's parameters with sharded ones
             self._wrapped_decoder = decoder
             inside = {id(p) for layer in layers for p in layer.parameters()}
+            self._rebuild_optimizer(learner, names)
         self._scaled = [p for p in decoder.parameters() if id(p) in inside and p.requires_grad]
         heads = list(learner.value_heads.parameters()) if learner.value_heads is not None else []
         model_params = [p for p in learner.model.parameters() if p.requires_grad]
@@ -308,13 +349,18 @@ class DataParallel(Parallel):
 
             for p in self._by_hand:
                 dist.broadcast(p.data, src=0)
+
+    @staticmethod
+    def _rebuild_optimizer(learner: Any, names: dict[int, str]) -> None:
+        """Point a fresh optimizer (same groups and options) at the sharded parameters."""
+        now = dict(learner.model.named_parameters())
         old = learner.optimizer
-        groups = [{**old.param_groups[0], "params": model_params}]
-        groups += [{**g} for g in old.param_groups[1:]]
-        defaults = dict(old.defaults)
-        if self.mode == "fsdp2":  # one param group mixes sharded (DTensor) and plain tensors
-            defaults["foreach"] = False
-        learner.optimizer = type(old)(groups, **defaults)
+        groups = []
+        for group in old.param_groups:
+            params = [now[names[id(p)]] if id(p) in names else p for p in group["params"]]
+            # one group mixes sharded (DTensor) and plain tensors: no multi-tensor kernels
+            groups.append({**group, "params": params, "foreach": False})
+        learner.optimizer = type(old)(groups)
 
     def decoder(self, model: Any) -> Any:
         if model is self._policy and self._wrapped_decoder is not None and torch.is_grad_enabled():
@@ -375,6 +421,43 @@ class DataParallel(Parallel):
                     g.mul_(scale.to(g.device))
         return norm
 
+    def full_state(self, state: Any) -> Any:
+        """``state`` with every sharded tensor (DTensor) gathered whole, for a checkpoint that
+        does not depend on the rank count's sharding. Every rank must call it (it gathers)."""
+        from torch.distributed.tensor import DTensor
+
+        if isinstance(state, DTensor):
+            return state.full_tensor().cpu()
+        if isinstance(state, dict):
+            return {k: self.full_state(v) for k, v in state.items()}
+        if isinstance(state, list):
+            return [self.full_state(v) for v in state]
+        return state
+
+    def shard_state(self, state: dict[str, Any], learner: Any) -> dict[str, Any]:
+        """A `full_state` learner checkpoint, its tensors re-sharded like the live ones."""
+        if self.mode != "fsdp2":
+            return state
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        def like(full: Any, live: Any) -> Any:
+            if isinstance(live, DTensor) and isinstance(full, torch.Tensor):
+                full = full.to(device=live.device, dtype=live.dtype)
+                return distribute_tensor(full, live.device_mesh, live.placements)
+            return full
+
+        live_model = learner.model.state_dict()
+        out = dict(state)
+        out["model"] = {k: like(v, live_model.get(k)) for k, v in state["model"].items()}
+        params = [p for g in learner.optimizer.param_groups for p in g["params"]]
+        opt = dict(state["optimizer"])
+        opt["state"] = {
+            i: {k: v if k == "step" else like(v, params[int(i)]) for k, v in st.items()}
+            for i, st in state["optimizer"]["state"].items()
+        }
+        out["optimizer"] = opt
+        return out
+
     def dummy_backward(self, learner: Any) -> None:
         """An empty micro-batch: a one-token forward through the wrapped decoder, zero loss, so
         this rank joins the collectives of the ranks that still have samples."""
@@ -411,3 +494,89 @@ def _fsdp_sync(decoder: Any, sync: bool) -> Iterator[None]:
     finally:
         for layer in layers:
             layer.set_requires_gradient_sync(True)
+
+
+# ------------------------------------------------------------------------ the trainer's helpers
+#: Metric name endings that count things: summed over ranks (other scalars are averaged).
+SUM_SUFFIXES = (
+    "episodes",
+    "steps",
+    "tokens",
+    "dropped",
+    "restarts",
+    "timeouts",
+    "samples",
+    "count",
+)
+
+
+def reduce_record(record: dict[str, Any], dp: DataParallel | None) -> dict[str, Any]:
+    """One metrics record for the whole run from every rank's record (the same keys on all).
+
+    ``time/*`` takes the slowest rank; names ending in `SUM_SUFFIXES` are summed; other numbers
+    are averaged (the learner's ``train/*`` losses are already global, so every rank holds the
+    same value); lists are concatenated in rank order; anything else is rank 0's.
+    """
+    if dp is None:
+        return record
+    records = dp.all_gather(record)
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        values = [r.get(key) for r in records]
+        if isinstance(value, bool) or not all(isinstance(v, (int, float)) for v in values):
+            if all(isinstance(v, list) for v in values):
+                out[key] = [x for v in values for x in v]
+            else:
+                out[key] = value
+        elif key.startswith("time/"):
+            out[key] = max(values)
+        elif key.rsplit("/", 1)[-1].endswith(SUM_SUFFIXES) and not key.startswith("train/"):
+            out[key] = sum(values)
+        else:
+            out[key] = float(np.mean(values))
+    return out
+
+
+class NullLogger:
+    """The metrics logger of ranks other than 0 (rank 0 logs the reduced record)."""
+
+    backends: list[str] = []
+
+    def log(self, iteration: int, record: dict[str, Any]) -> None:
+        """Drop ``record``."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def check_world_size(saved: int, info: DistInfo | None = None) -> None:
+    """Refuse to resume a checkpoint written by a different number of ranks."""
+    info = info or current()
+    if saved != info.world_size:
+        raise WorldSizeMismatch(
+            f"--resume: the checkpoint was written by {saved} rank(s), this run has "
+            f"{info.world_size}. Each rank owns a fixed slice of every iteration's groups and its "
+            "own RNG streams, so another rank count would not continue the run exactly; resume "
+            f"with `torchrun --nproc-per-node {saved} scripts/train.py --resume RUN_DIR`"
+            + (" (or plain `python scripts/train.py --resume RUN_DIR`)" if saved == 1 else "")
+        )
+
+
+def check_supported(config: Any, info: DistInfo | None = None) -> None:
+    """Refuse settings a data-parallel run cannot honour, before anything heavy is built."""
+    info = info or current()
+    if not info.distributed:
+        return
+    shard_slice(config.rollout.tasks_per_iteration, info)
+    if config.learner.data_parallel == "fsdp2":
+        if config.backend.name == "hf":
+            raise ValueError(
+                "learner.data_parallel=fsdp2 shards the policy, so the 'hf' backend (which "
+                "generates with the learner's module) cannot run per rank; use backend.name=vllm "
+                "or learner.data_parallel=ddp"
+            )
+        if config.learner.finetune != "full":
+            raise ValueError(
+                "learner.data_parallel=fsdp2 supports finetune=full; use ddp for LoRA (its "
+                "adapters are small: DDP replicates them cheaply)"
+            )

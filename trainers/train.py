@@ -31,9 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from creditgym.credit.trajectory import TrajectoryGroup, flat_steps
-from creditgym.trainers import samplers
+from creditgym.trainers import distributed, memory, samplers
 from creditgym.trainers.checkpoint import (
+    get_rng_state,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -96,11 +99,24 @@ class Trainer:
     ):
         self.config = config
         self.resume = resume
+        #: This process's place in a data-parallel run (rank 0 of 1 without a launcher).
+        self.dist = distributed.current()
+        distributed.check_supported(config, self.dist)
+        #: The learner's data-parallel hooks of a multi-rank run (None in one process).
+        self.dp: distributed.DataParallel | None = None
         if resume:
             path = Path(run_dir) if run_dir is not None else config.resolved_run_dir
             self.folder = RunFolder(path)
             if not self.folder.config.exists():
                 raise FileNotFoundError(f"--resume: {path} holds no run (no config.yaml)")
+        elif self.dist.distributed:  # rank 0 picks the fresh folder, every rank uses it
+            self.folder = RunFolder(
+                distributed.broadcast_path(
+                    RunFolder.fresh(run_dir or config.resolved_run_dir).path
+                    if self.dist.is_main
+                    else None
+                )
+            )
         else:
             self.folder = RunFolder.fresh(run_dir or config.resolved_run_dir)
         self.argv = list(argv if argv is not None else sys.argv)
@@ -124,9 +140,14 @@ class Trainer:
         self.agent, self.sampling, self.credit = parts.agent, parts.sampling, parts.credit
         self.eval_history: list[dict[str, Any]] = []
         self._built = True
+        if self.dist.distributed:
+            self.dp = distributed.DataParallel(cfg.learner.data_parallel)
+            self.dp.attach(self.learner)
+            self.learner.dist = self.dp
+            seed_everything(cfg.seed + 1_000_003 * self.dist.rank)  # each rank samples its own
         if not pools:
             return
-        self.pool, self.eval_pool = make_pools(cfg)
+        self.pool, self.eval_pool = make_pools(distributed.rank_config(cfg, self.dist))
         self.sampler = samplers.make(
             cfg.sampler.name, num_tasks=len(self.pool.panel), seed=cfg.seed, **cfg.sampler.options
         )
@@ -166,26 +187,37 @@ class Trainer:
         ckpt_path = latest_checkpoint(self.folder.checkpoints)
         if ckpt_path is None:
             self.display.print(f"resume: no checkpoint in {self.folder.path}; starting over")
-            truncate_metrics(self.folder.metrics, 0)
+            if self.dist.is_main:
+                truncate_metrics(self.folder.metrics, 0)
             return
         ckpt = load_checkpoint(ckpt_path)
-        self.learner.load_state_dict(ckpt.learner)
+        distributed.check_world_size(int(ckpt.loop.get("world_size", 1)), self.dist)
+        learner_state = (
+            ckpt.learner if self.dp is None else self.dp.shard_state(ckpt.learner, self.learner)
+        )
+        self.learner.load_state_dict(learner_state)
         self.sampler.load_state_dict(ckpt.loop["sampler"])
         self.eval_history = list(ckpt.loop.get("eval_history", []))
         self.start_iteration = ckpt.iteration
-        truncate_metrics(self.folder.metrics, ckpt.iteration)
+        if self.dist.is_main:
+            truncate_metrics(self.folder.metrics, ckpt.iteration)
         last = ckpt.loop.get("last_record")
         logged = {int(r["iteration"]) for r in read_metrics(self.folder.metrics)}
         self._pending_record = last if last and ckpt.iteration not in logged else None
         self._sync()
-        set_rng_state(ckpt.rng)
+        set_rng_state(
+            ckpt.loop["rank_rng"][self.dist.rank] if "rank_rng" in ckpt.loop else ckpt.rng
+        )
         self.display.print(f"resumed {self.folder.path} from iteration {ckpt.iteration}")
 
     @property
     def display(self) -> TrainingDisplay:
         if self._display is None:
+            quiet = None if self.dist.is_main else Console(quiet=True)  # rank 0 reports
             self._display = TrainingDisplay(
-                self.config.train.iterations, enabled=self.config.logging.progress
+                self.config.train.iterations,
+                enabled=self.config.logging.progress and quiet is None,
+                console=quiet,
             )
         return self._display
 
@@ -239,8 +271,9 @@ class Trainer:
             return self._async.rollout(k, times)
         cfg = self.config
         b, g = cfg.rollout.tasks_per_iteration, cfg.rollout.group_size
-        tasks = self.sampler.next(b)
-        seeds = group_seeds(cfg.seed, k, b)
+        mine = distributed.shard_slice(b, self.dist)  # every rank draws all B, rolls out its own
+        tasks = self.sampler.next(b)[mine]
+        seeds = group_seeds(cfg.seed, k, b)[mine]
 
         def on_turn(turn: int, active: int) -> None:
             self.display.phase(f"rollout turn {turn} ({active} active)")
@@ -300,7 +333,8 @@ class Trainer:
         times: dict[str, float] = {}
         groups, metrics = self._rollout(k, times)
         advantages = None
-        if flat_steps(groups):
+        n_steps = len(flat_steps(groups))
+        if self.dp.total(n_steps) if self.dp is not None else n_steps:
             with self._async.learning() if self._async else contextlib.nullcontext():
                 advantages = self._learn(groups, metrics, times)
         else:
@@ -315,13 +349,15 @@ class Trainer:
 
         t0 = time.perf_counter()
         if self.config.logging.dump_trajectories:
-            self.folder.write_jsonl(
-                self.folder.trajectories(k), trajectory_rows(k, groups, advantages)
-            )
+            rows = trajectory_rows(k, groups, advantages)
+            if self.dp is not None:  # rank 0 writes every rank's rows, in rank order
+                rows = [row for part in self.dp.all_gather(rows) for row in part]
+            if self.dist.is_main:
+                self.folder.write_jsonl(self.folder.trajectories(k), rows)
         times["dump"] = time.perf_counter() - t0
 
         times["eval"] = t_eval
-        return finish_times(metrics, times, t_start)
+        return distributed.reduce_record(finish_times(metrics, times, t_start), self.dp)
 
     def _sampler_state(self, k: int) -> dict[str, Any]:
         """The task sampler's state to checkpoint after iteration k (async: right after batch k
@@ -330,17 +366,26 @@ class Trainer:
 
     def _checkpoint(self, k: int, record: dict[str, Any]) -> float:
         t0 = time.perf_counter()
-        save_checkpoint(
-            self.folder.checkpoints,
-            k,
-            self.learner.state_dict(),
-            {
-                "sampler": self._sampler_state(k),
-                "eval_history": self.eval_history,
-                "last_record": record,
-            },
-            keep=self.config.train.keep_checkpoints,
-        )
+        learner_state = self.learner.state_dict()
+        loop = {
+            "sampler": self._sampler_state(k),
+            "eval_history": self.eval_history,
+            "last_record": record,
+        }
+        if self.dp is not None:  # one checkpoint, written by rank 0, with every rank's RNG
+            learner_state = self.dp.full_state(learner_state)
+            loop["world_size"] = self.dist.world_size
+            loop["rank_rng"] = self.dp.all_gather(get_rng_state())
+        if self.dist.is_main:
+            save_checkpoint(
+                self.folder.checkpoints,
+                k,
+                learner_state,
+                loop,
+                keep=self.config.train.keep_checkpoints,
+            )
+        if self.dp is not None:
+            self.dp.barrier()  # no rank runs ahead of a checkpoint that is not yet on disk
         return time.perf_counter() - t0
 
     # ------------------------------------------------------------------ main
@@ -349,11 +394,16 @@ class Trainer:
         cfg = self.config
         if not self._built:
             self.build()
-        self.folder.path.mkdir(parents=True, exist_ok=True)
-        self.folder.config.write_text(cfg.to_yaml())
+        main = self.dist.is_main
+        if main:
+            self.folder.path.mkdir(parents=True, exist_ok=True)
+            self.folder.config.write_text(cfg.to_yaml())
         self._pending_record = None
         if self.resume:
             self._restore()
+        if not main:
+            self.logger = distributed.NullLogger()
+            return
         self.logger = MetricsLogger(
             self.folder.metrics,
             tensorboard=cfg.logging.tensorboard,
@@ -363,6 +413,7 @@ class Trainer:
             config=cfg.model_dump(mode="json"),
         )
         self._write_meta()
+        self.display.print(memory.format_estimate(memory.estimate_learner(self.learner)))
         self.display.print(
             f"run {self.folder.path} | {cfg.env.id} {cfg.env.kwargs} | model {cfg.model.name} | "
             f"backend {cfg.backend.name} | credit {cfg.credit.name} | "
@@ -405,6 +456,8 @@ class Trainer:
     def _finish(self, t_run: float) -> RunResult:
         """Plot the learning curve, write ``summary.json`` and print the breakdown."""
         cfg = self.config
+        if not self.dist.is_main:  # rank 0 writes the run's files
+            return RunResult(self.folder.path, cfg.train.iterations, [])
         if cfg.logging.plot:
             from creditgym.trainers.plotting import plot_run
 
@@ -455,8 +508,14 @@ def train(
     argv: Sequence[str] | None = None,
 ) -> RunResult:
     """Build a `Trainer` for ``config`` and run it to ``config.train.iterations``."""
-    trainer = Trainer(config, run_dir=run_dir, resume=resume, argv=argv)
+    joined = not distributed.current().distributed
+    distributed.setup(config.learner.device)  # a no-op without torchrun / Ray Train
     try:
-        return trainer.run()
+        trainer = Trainer(config, run_dir=run_dir, resume=resume, argv=argv)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
+        if joined:
+            distributed.teardown()
