@@ -402,10 +402,11 @@ class TextEnv(gym.Env[str, str]):
         """
         return None
 
-    def _restore_state(self, task_id: str, state: Any) -> str:
+    def _restore_state(self, task_id: str, state: Any) -> str | None:
         """Set the current episode to task `task_id` in `state` (from `_snapshot_state`).
 
-        Returns the state key of the restored state. Only called for envs that snapshot.
+        Returns the state key of the restored state, or None when this instance cannot restore
+        natively (then `restore` replays). Only called for envs that snapshot.
         """
         raise NotImplementedError(f"{type(self).__name__} has no native snapshots")
 
@@ -465,6 +466,8 @@ class TextEnv(gym.Env[str, str]):
 
     def _restore_native(self, snap: EnvSnapshot) -> tuple[str, dict[str, Any]]:
         key = self._restore_state(snap.task_id, snap.payload["state"])
+        if key is None:
+            return self._replay(snap)
         if key != snap.state_key:
             raise BranchDivergence(
                 self._branch_name(), snap.task_id, snap.step, snap.state_key, key

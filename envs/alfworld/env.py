@@ -127,6 +127,8 @@ class ALFWorldEnv(TextEnv):
     family: ClassVar[str] = "alfworld"
     split_aliases: ClassVar[dict[str, str]] = {"valid_seen": "valid", "valid_unseen": "test"}
     default_max_steps: ClassVar[int] = 50
+    #: Native snapshots of the fast backend's state; the engine backend is replayed.
+    branching: ClassVar[str] = "snapshot"
 
     def __init__(
         self,
@@ -282,6 +284,26 @@ class ALFWorldEnv(TextEnv):
             "task_type": self._task_type,
             "score": score,
         }
+
+    # ------------------------------------------------------------------ branching
+    def _snapshot_state(self) -> dict[str, Any] | None:
+        """The fast backend's game state (the engine backend replays instead)."""
+        if self.backend != "fast" or self._sim is None:
+            return None
+        return {
+            "sim": self._sim.get_state(),
+            "task_type": self._task_type,
+            "goal_text": self._goal_text,
+        }
+
+    def _restore_state(self, task_id: str, state: dict[str, Any]) -> str | None:
+        if self.backend != "fast":
+            return None
+        _, game = self._load(task_id)
+        self._task_id = task_id
+        self._sim = FastAlfred.from_state(game, state["sim"])
+        self._task_type, self._goal_text = state["task_type"], state["goal_text"]
+        return state_key(self._sim.facts())
 
     # ------------------------------------------------------------------ oracle
     def expert_action(self) -> str | None:

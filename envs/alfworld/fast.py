@@ -279,6 +279,33 @@ class FastAlfred:
             + self._task()
         )
 
+    _FLAGS = ("opened", "clean", "hot", "cool", "sliced", "on", "toggled")
+
+    def get_state(self) -> dict[str, Any]:
+        """The mutable game state as plain data (for native env snapshots)."""
+        state: dict[str, Any] = {
+            "loc": self.loc,
+            "held": self.held,
+            "parent": dict(self.parent),
+            "contents": {r: list(v) for r, v in self.contents.items()},
+        }
+        for name in self._FLAGS:
+            state[name] = sorted(getattr(self, name))
+        return state
+
+    @classmethod
+    def from_state(cls, game: Game, state: dict[str, Any]) -> FastAlfred:
+        """A simulator of `game` in `state` (from `get_state`), without a reset."""
+        sim = cls.__new__(cls)
+        sim.game = game
+        sim.loc, sim.held = state["loc"], state["held"]
+        sim.parent = dict(state["parent"])
+        sim.contents = {r: list(v) for r, v in state["contents"].items()}
+        for name in cls._FLAGS:
+            setattr(sim, name, set(state[name]))
+        sim._admissible = None
+        return sim
+
     # ------------------------------------------------------------------ text
     def _task(self) -> str:
         return f"Your task is to: {self.game.intro_task}"

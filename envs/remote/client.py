@@ -51,6 +51,10 @@ class OpenEnvEnv(TextEnv):
     """A `TextEnv` whose episodes run on an OpenEnv server (see the module docstring)."""
 
     env_name: ClassVar[str] = "creditgym/OpenEnv-v0"
+    #: No branching: episodes live in a server session (a foreign server's determinism is
+    #: unknown, and this client's own reset/step keep no replayable trace). Branch the served
+    #: env natively instead (same panels and seeds).
+    branching: ClassVar[str] = "none"
 
     def __init__(
         self,

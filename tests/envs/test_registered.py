@@ -1,4 +1,5 @@
-"""Every registered creditgym env passes Gymnasium's checker, seeded, without warnings.
+"""Every registered creditgym env passes Gymnasium's checker, seeded, without warnings, and
+every env that can branch passes `check_branching` (snapshot / restore / replay).
 
 The full check (every id, default settings) is slow; a quick one checks one id per env class
 with cheap settings, so `make test-quick` runs the contract check too.
@@ -12,6 +13,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from creditgym import envs
+from creditgym.envs.branching import branching_of
+from creditgym.envs.checks import check_branching
 
 CREDITGYM_IDS = envs.list_envs(namespace="creditgym")
 
@@ -65,3 +68,69 @@ def test_check_env_quick(env_id):
 @pytest.mark.parametrize("env_id", CREDITGYM_IDS)
 def test_check_env(env_id):
     _check(env_id)
+
+
+#: Engine- or server-backed envs whose branching check takes over ~2 s run in the slow suite.
+SLOW_BRANCH = ("creditgym/TextWorld-v0", "creditgym/TWX-", "creditgym/WebShop-v0")
+#: Extra slow variants of the branching check: other backends of the same id.
+BRANCH_VARIANTS = [
+    ("creditgym/ALFWorld-v0", {"backend": "textworld", "panel_size": 2}),
+    ("creditgym/WebShop-v0", {"n_products": 100, "mode": "browser"}),
+]
+
+
+def _branch_options(env_id: str, kwargs: dict) -> dict:
+    """check_branching settings: engines and browsers play one short episode per prefix kind."""
+    if kwargs.get("backend") == "textworld" or kwargs.get("mode") == "browser":
+        return {"episodes": 1, "n_steps": 4, "prefixes": ("expert",)}
+    if env_id.startswith(SLOW_BRANCH):
+        return {"episodes": 1, "n_steps": 5}
+    return {"episodes": 2, "n_steps": 10}
+
+
+def _check_branches(env_id: str, **kwargs) -> None:
+    if branching_of(env_id) == "none":
+        pytest.skip(f"{env_id} declares branching = 'none'")
+    env = envs.make(env_id, **kwargs)
+    # A second instance matters for native snapshots (a replay starts with a reset anyway).
+    native = env.branching == "snapshot" and kwargs.get("backend", "fast") == "fast"
+    other = envs.make(env_id, **kwargs) if native else None
+    try:
+        report = check_branching(env, other=other, seed=0, **_branch_options(env_id, kwargs))
+    finally:
+        env.close()
+        if other is not None:
+            other.close()
+    assert report.episodes >= 1 and sum(report.restores.values()) >= 3
+    if native:
+        assert report.restores.get("native", 0) > 0  # native snapshots were really used
+
+
+_QUICK_BRANCH = [
+    i
+    for i in _one_id_per_class(CREDITGYM_IDS)
+    if not i.startswith(SLOW_BRANCH) and branching_of(i) != "none"
+]
+
+
+@pytest.mark.parametrize("env_id", _QUICK_BRANCH)
+def test_check_branching_quick(env_id):
+    _check_branches(env_id, **QUICK_KWARGS.get(env_id, {}))
+
+
+def test_openenv_cannot_branch():
+    assert branching_of("creditgym/OpenEnv-v0") == "none"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "env_id,kwargs",
+    [
+        pytest.param(i, QUICK_KWARGS.get(i, {}), id=i)
+        for i in CREDITGYM_IDS
+        if i not in _QUICK_BRANCH and branching_of(i) != "none"
+    ]
+    + [pytest.param(i, kw, id=f"{i}-{next(iter(kw.values()))}") for i, kw in BRANCH_VARIANTS],
+)
+def test_check_branching(env_id, kwargs):
+    _check_branches(env_id, **kwargs)
