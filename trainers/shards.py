@@ -20,9 +20,21 @@ exception's one-line text) and the shard rebuilds the env before returning.
 
 `EnvPool` puts several shards behind one object with global slots (slot ``i`` of the pool is a
 slot of one shard; shards hold ``envs_per_shard`` envs each), and is what rollout strategies
-talk to. Backends are chosen by name (``rollout.env_backend``): `available()` lists them and
-`make_shard(name, ...)` builds one. Today's is ``inprocess`` (the envs live in this process);
-``process`` and ``ray`` belong to the rollouts-at-scale issue and register the same way.
+talk to. Its calls are thread-safe; besides the batched ones it has non-blocking per-slot calls
+(``submit_reset`` / ``submit_step`` / ``submit_expert`` -> `concurrent.futures.Future`) for
+asynchronous rollouts, and `EnvPool.take_counters` (restarts, timeouts, recycles, lost episodes
+since the last take) for the per-iteration metrics.
+
+Backends are chosen by name (``rollout.env_backend``): `available()` lists them and
+`make_shard(name, ...)` builds one:
+
+- ``inprocess`` (default): the envs live in this process and run one after another;
+- ``process``: each shard is a spawned worker process (`creditgym.trainers.shard_process`);
+- ``ray``: each shard is a threaded Ray actor (`creditgym.trainers.shard_ray`).
+
+On the two remote backends the k envs of a shard step concurrently (one thread each), a call
+that exceeds ``step_timeout_s`` kills the shard, and a dead shard is rebuilt
+(`creditgym.trainers.shard_remote`): faults end episodes (``SlotResult.error``), never training.
 """
 
 from __future__ import annotations
@@ -30,10 +42,13 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,6 +59,7 @@ from creditgym.envs.branching import BranchDivergence, BranchingUnsupported, Env
 from creditgym.trainers.registry import Registry
 
 __all__ = [
+    "COUNTERS",
     "BranchingNotSupported",
     "EnvDescription",
     "EnvPool",
@@ -58,6 +74,32 @@ __all__ = [
 
 class BranchingNotSupported(NotImplementedError):
     """Raised by `snapshot_many` / `restore_many` on backends that cannot branch yet."""
+
+
+#: Fault counters every shard keeps (`EnvShard.take_counters`; logged as ``rollout/<name>``).
+COUNTERS = (
+    "env_restarts",  # an env raised and was rebuilt inside its shard
+    "shard_restarts",  # a dead, killed or recycled shard was rebuilt
+    "shard_timeouts",  # a call exceeded step_timeout_s and its shard was killed
+    "shard_recycles",  # a shard was rebuilt because of recycle_episodes / recycle_rss_mb
+    "shard_rebuild_failures",  # a rebuild attempt failed
+    "shard_lost_episodes",  # running episodes ended because their shard died
+)
+
+#: Fault-handling options every backend accepts (``rollout.*`` keys; see `EnvPool`).
+FAULT_OPTIONS = (
+    "step_timeout_s",
+    "recycle_episodes",
+    "recycle_rss_mb",
+    "max_failed_rebuilds",
+    "rebuild_timeout_s",
+)
+
+
+def _done_future(value: Any) -> Future:
+    fut: Future = Future()
+    fut.set_result(value)
+    return fut
 
 
 @dataclass(frozen=True)
@@ -145,6 +187,30 @@ class EnvShard(ABC):
         self.env_kwargs = dict(env_kwargs)
         #: Envs rebuilt after a failure (successful rebuilds only).
         self.restarts = 0
+        #: Fault counts since the last `take_counters` (keys: `COUNTERS`).
+        self.counters: Counter[str] = Counter()
+        self._counter_lock = threading.Lock()
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add `n` to fault counter `name` (thread-safe)."""
+        with self._counter_lock:
+            self.counters[name] += n
+
+    def take_counters(self) -> dict[str, int]:
+        """The fault counts since the previous call (every name of `COUNTERS`), then zero."""
+        with self._counter_lock:
+            out = {name: int(self.counters[name]) for name in COUNTERS}
+            self.counters.clear()
+        return out
+
+    def submit_many(self, method: str, calls: Sequence[Any]) -> list[Future]:
+        """Start `method` (``"reset_many"``, ``"step_many"``, ...) on `calls`; one future each.
+
+        This default runs the batched method in the calling thread and returns done futures (an
+        exception it raises propagates from here). Remote backends return at once, and their
+        futures resolve as each call's result arrives.
+        """
+        return [_done_future(r) for r in getattr(self, method)(list(calls))]
 
     @property
     @abstractmethod
@@ -207,12 +273,38 @@ def make_shard(
 make = make_shard
 
 
+def _check_options(backend: str, options: dict[str, Any], extra: Sequence[str] = ()) -> None:
+    unknown = sorted(set(options) - set(FAULT_OPTIONS) - set(extra))
+    if unknown:
+        known = sorted({*FAULT_OPTIONS, *extra, "step_latency_s"})
+        raise TypeError(
+            f"the {backend!r} env backend got unknown options {unknown} (known: {known})"
+        )
+
+
 @register_shard("inprocess")
 class InProcessShard(EnvShard):
-    """The envs live in this process and run one after another (the default backend)."""
+    """The envs live in this process and run one after another (the default backend).
 
-    def __init__(self, env_id: str, size: int, split: str, env_kwargs: dict[str, Any]):
+    It cannot time out or kill itself, so it ignores the fault options (`FAULT_OPTIONS`): those
+    apply to the remote backends. ``step_latency_s`` adds an artificial sleep after every env
+    step (benchmarks of env concurrency; label any figure measured with it).
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        size: int,
+        split: str,
+        env_kwargs: dict[str, Any],
+        step_latency_s: float = 0.0,
+        **options: Any,
+    ):
+        _check_options(self.backend or "inprocess", options)
         super().__init__(env_id, size, split, env_kwargs)
+        if step_latency_s < 0:
+            raise ValueError(f"step_latency_s must be >= 0, got {step_latency_s}")
+        self.step_latency_s = float(step_latency_s)
         self._envs: list[TextEnv] = [self._make() for _ in range(self.size)]
         self._description = EnvDescription.of(env_id, self._envs[0])
         self._episodes = 0
@@ -236,7 +328,9 @@ class InProcessShard(EnvShard):
         except Exception:
             result.restart_failed = True
         else:
-            self.restarts += 1
+            with self._counter_lock:
+                self.restarts += 1
+                self.counters["env_restarts"] += 1
 
     def reset_many(self, calls: Sequence[tuple[int, int, int]]) -> list[SlotResult]:
         out = []
@@ -249,7 +343,8 @@ class InProcessShard(EnvShard):
             except Exception as exc:
                 result.error = _one_line(exc)
                 self._restart(slot, result)
-            self._episodes += 1
+            with self._counter_lock:
+                self._episodes += 1
             out.append(result)
         return out
 
@@ -264,6 +359,8 @@ class InProcessShard(EnvShard):
                 self._restart(slot, result)
             else:
                 result = SlotResult(obs, reward, terminated, truncated, info)
+            if self.step_latency_s:
+                time.sleep(self.step_latency_s)
             out.append(result)
         self._last_step_s = time.perf_counter() - t0
         return out
@@ -318,7 +415,16 @@ class EnvPool:
     """Shards of one env id and split behind one object, addressed by global slot.
 
     ``EnvPool(env_id, size)`` holds `size` envs in shards of ``envs_per_shard`` (the last one
-    may be smaller); `ensure` adds shards. Its methods are the shard interface with global slots.
+    may be smaller); `ensure` adds shards. Its methods are the shard interface with global slots,
+    and every one is thread-safe. The batched calls send each shard its share at once, so remote
+    shards work concurrently; ``submit_*`` start one slot's call and return a future. An env or
+    shard fault never raises from a step or reset: its `SlotResult` carries ``error``. Only
+    `creditgym.trainers.shard_remote.ShardRebuildError` (a shard that cannot be rebuilt) ends
+    the run.
+
+    ``backend_options`` go to every shard: ``step_timeout_s``, ``recycle_episodes``,
+    ``recycle_rss_mb``, ``max_failed_rebuilds``, ``rebuild_timeout_s`` (`FAULT_OPTIONS`; the
+    remote backends apply them), ``step_latency_s`` (artificial), and backend-specific ones.
     """
 
     def __init__(
@@ -347,7 +453,14 @@ class EnvPool:
         self.shards: list[EnvShard] = []
         #: Global slot -> (shard index, slot in that shard).
         self._where: list[tuple[int, int]] = []
-        self.ensure(size)
+        self._layout_lock = threading.Lock()
+        #: Counts of shards already closed (kept for the next `take_counters`).
+        self._closed_counts: Counter[str] = Counter()
+        try:
+            self.ensure(size)
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ layout
     @property
@@ -356,14 +469,20 @@ class EnvPool:
 
     def ensure(self, size: int) -> None:
         """Hold at least `size` envs (new shards of up to ``envs_per_shard`` envs)."""
-        while self.size < size:
-            k = min(self.envs_per_shard, size - self.size)
-            shard = make_shard(
-                self.backend, self.env_id, k, self.split, self.env_kwargs, **self.backend_options
-            )
-            index = len(self.shards)
-            self.shards.append(shard)
-            self._where.extend((index, j) for j in range(k))
+        with self._layout_lock:
+            while self.size < size:
+                k = min(self.envs_per_shard, size - self.size)
+                shard = make_shard(
+                    self.backend,
+                    self.env_id,
+                    k,
+                    self.split,
+                    self.env_kwargs,
+                    **self.backend_options,
+                )
+                index = len(self.shards)
+                self.shards.append(shard)
+                self._where.extend((index, j) for j in range(k))
 
     @property
     def description(self) -> EnvDescription:
@@ -386,22 +505,35 @@ class EnvPool:
             by_shard.setdefault(self._where[slot][0], []).append(pos)
         return by_shard
 
+    def _locate(self, slot: int) -> tuple[int, int]:
+        if not 0 <= slot < self.size:
+            raise IndexError(f"slot {slot} is outside this pool of {self.size} envs")
+        return self._where[slot]
+
     def _scatter(self, method: str, slots: Sequence[int], rest: Sequence[tuple] | None) -> list:
         """Call `method` on each shard with its share of the calls; results in call order.
 
+        Every shard gets its share before any result is awaited, so remote shards overlap.
         ``rest[i]`` holds the arguments after the slot of call i (None: the calls are bare slots).
         """
         slots = [int(s) for s in slots]
-        out: list[Any] = [None] * len(slots)
+        futures: list[tuple[list[int], list[Future]]] = []
         for shard_index, positions in self._route(slots).items():
             local: list[Any] = []
             for pos in positions:
                 local_slot = self._where[slots[pos]][1]
                 local.append(local_slot if rest is None else (local_slot, *rest[pos]))
-            results = getattr(self.shards[shard_index], method)(local)
-            for pos, result in zip(positions, results):
-                out[pos] = result
+            futures.append((positions, self.shards[shard_index].submit_many(method, local)))
+        out: list[Any] = [None] * len(slots)
+        for positions, futs in futures:
+            for pos, fut in zip(positions, futs):
+                out[pos] = fut.result()
         return out
+
+    def _submit(self, method: str, slot: int, *args: Any) -> Future:
+        shard_index, local = self._locate(int(slot))
+        call = (local, *args) if args else local
+        return self.shards[shard_index].submit_many(method, [call])[0]
 
     # ------------------------------------------------------------------ shard interface
     def reset_many(self, calls: Sequence[tuple[int, int, int]]) -> list[SlotResult]:
@@ -419,6 +551,31 @@ class EnvPool:
     def restore_many(self, calls: Sequence[tuple[int, Any]]) -> list[SlotResult]:
         return self._scatter("restore_many", [c[0] for c in calls], [tuple(c[1:]) for c in calls])
 
+    # ------------------------------------------------------------------ per-slot, non-blocking
+    def submit_reset(self, slot: int, task_index: int, seed: int) -> Future:
+        """Start resetting `slot` to task `task_index` with `seed`; a future of its `SlotResult`.
+
+        One call per slot may be in flight (a second raises RuntimeError on remote backends).
+        On ``inprocess`` the call runs here and the future is already done.
+        """
+        return self._submit("reset_many", slot, int(task_index), int(seed))
+
+    def submit_step(self, slot: int, action: str) -> Future:
+        """Start stepping `slot` with `action`; a future of its `SlotResult` (see `submit_reset`)."""
+        return self._submit("step_many", slot, action)
+
+    def submit_expert(self, slot: int) -> Future:
+        """Start asking `slot`'s env for its expert action; a future of ``str | None``."""
+        return self._submit("expert_many", slot)
+
+    def take_counters(self) -> dict[str, int]:
+        """Fault counts over all shards since the previous call (every name of `COUNTERS`)."""
+        total: Counter[str] = Counter(self._closed_counts)
+        self._closed_counts.clear()
+        for shard in list(self.shards):
+            total.update(shard.take_counters())
+        return {name: int(total[name]) for name in COUNTERS}
+
     def health(self) -> dict[str, Any]:
         """Totals over the shards (RSS summed over distinct processes) and each shard's own."""
         shards = [s.health() for s in self.shards]
@@ -432,14 +589,21 @@ class EnvPool:
         }
 
     def close(self) -> None:
-        for shard in self.shards:
+        """Close every shard (remote ones: stop and reap their workers). Idempotent."""
+        with self._layout_lock:
+            shards, self.shards, self._where = self.shards, [], []
+        for shard in shards:
             with contextlib.suppress(Exception):
                 shard.close()
-        self.shards = []
-        self._where = []
+            self._closed_counts.update(shard.take_counters())
 
     def __enter__(self) -> EnvPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# The remote backends ("process", "ray") register themselves; importing them starts nothing and
+# does not import Ray. shard_remote imports them in turn, so any import order works.
+from creditgym.trainers import shard_remote  # noqa: E402, F401

@@ -149,12 +149,14 @@ def test_pool_routes_global_slots_and_reports_health():
 
 
 def test_registries_list_names_and_refuse_unknown_ones():
-    assert shards.available() == ["inprocess"]
+    assert shards.available() == ["inprocess", "process", "ray"]
     assert isinstance(shards.make("inprocess", "test/Walk-v0", 1), InProcessShard)
-    with pytest.raises(ValueError, match=r"unknown env backend 'ray'; registered: \['inprocess'\]"):
-        shards.make("ray", "test/Walk-v0", 1)
-    with pytest.raises(ValueError, match="unknown env backend 'process'"):
-        EnvPool("test/Walk-v0", 1, backend="process")
+    with pytest.raises(
+        ValueError, match=r"unknown env backend 'threads'; registered: \['inprocess', 'process'"
+    ):
+        shards.make("threads", "test/Walk-v0", 1)
+    with pytest.raises(ValueError, match="unknown env backend 'procs'"):
+        EnvPool("test/Walk-v0", 1, backend="procs")
     assert strategies.available() == ["lockstep"]
     assert strategies.make("lockstep").supports_async is True
     with pytest.raises(

@@ -1,0 +1,211 @@
+"""The ``ray`` env backend: each shard is a threaded Ray actor holding a `ServedShard`.
+
+Actors are created with ``max_concurrency = k + 2`` (each env's call runs on a thread of its own,
+plus health and close), ``max_restarts=-1`` (Ray restarts a dead actor, on another node if its
+node is gone) and ``max_task_retries=0`` (a step is not idempotent: never replayed). Placement is
+``SPREAD``; ``ray_resources`` (``ray.shard_resources``) adds custom resources, e.g. one that only
+env nodes declare, and ``ray_cpus_per_shard`` the CPUs an actor reserves (0 by default: env
+actors mostly wait).
+
+Ray itself is imported when the first shard is built. With ``ray_address`` (``ray.address``,
+e.g. ``"auto"``) the pool joins that cluster; without it a local one is started
+(``ray.init(address="local", ...)``). Either way the connection made here is shut down when the
+last pool using it closes; a Ray session that was already initialised (by the caller) is left
+alone. Ray 2.60 turns token authentication on: a local cluster generates its own token, and
+joining a secured cluster needs ``RAY_AUTH_TOKEN`` (or Ray's token file) on this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from creditgym.trainers.shard_remote import RemoteShard, ServedShard, WorkerLost
+from creditgym.trainers.shards import EnvDescription, register_shard
+
+__all__ = ["RayShard", "acquire_ray", "release_ray"]
+
+_session_lock = threading.Lock()
+_session = {"users": 0, "owned": False}
+
+
+def acquire_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Make sure this process is connected to Ray (joining `address` or starting a local one)."""
+    import ray
+
+    with _session_lock:
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus or os.cpu_count() or 1,
+                    include_dashboard=False,
+                    object_store_memory=100_000_000,
+                    log_to_driver=False,
+                )
+            _session["owned"] = True
+        _session["users"] += 1
+
+
+def release_ray() -> None:
+    """Drop one user of the connection; shut it down after the last if it was made here."""
+    import ray
+
+    with _session_lock:
+        _session["users"] = max(_session["users"] - 1, 0)
+        if _session["users"] == 0 and _session["owned"]:
+            _session["owned"] = False
+            ray.shutdown()
+
+
+class _ShardActor:
+    """The Ray actor: a `ServedShard` and the node it runs on."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.served = ServedShard(**spec)
+
+    def describe(self) -> EnvDescription:
+        return self.served.description
+
+    def call(self, method: str, calls: list[Any]) -> Any:
+        out = self.served.call(method, calls)
+        if method == "health":
+            import ray
+
+            out = {**out, "node_id": ray.get_runtime_context().get_node_id()}
+        return out
+
+    def close(self) -> None:
+        self.served.close()
+
+
+_actor_class: Any = None
+
+
+def _remote_class() -> Any:
+    global _actor_class
+    if _actor_class is None:
+        import ray
+
+        _actor_class = ray.remote(_ShardActor)
+    return _actor_class
+
+
+@register_shard("ray")
+class RayShard(RemoteShard):
+    """k envs in a threaded Ray actor; Ray restarts it when it dies, this client notices."""
+
+    extra_options = ("ray_address", "ray_num_cpus", "ray_resources", "ray_cpus_per_shard")
+
+    def __init__(self, env_id: str, size: int, split: str, env_kwargs: dict[str, Any], **options):
+        self._actor: Any = None
+        #: The actor was killed with restart allowed: the next `_spawn` waits for Ray's restart.
+        self._restarting = False
+        address = options.get("ray_address")
+        acquire_ray(address, options.get("ray_num_cpus"))
+        self._released = False
+        try:
+            super().__init__(env_id, size, split, env_kwargs, **options)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            release_ray()
+
+    def _spawn(self) -> EnvDescription:
+        import ray
+
+        if self._actor is not None and self._restarting:
+            self._restarting = False
+            try:
+                return ray.get(self._actor.describe.remote(), timeout=self.rebuild_timeout_s)
+            except Exception:
+                self._kill(final=True)
+                raise
+        cpus = float(self.options.get("ray_cpus_per_shard") or 0.0)
+        resources = dict(self.options.get("ray_resources") or {})
+        spec = {
+            "env_id": self.env_id,
+            "size": self.size,
+            "split": self.split,
+            "env_kwargs": self.env_kwargs,
+            "step_latency_s": self.step_latency_s,
+        }
+        self._actor = (
+            _remote_class()
+            .options(
+                max_concurrency=self.size + 2,
+                max_restarts=-1,
+                max_task_retries=0,
+                num_cpus=cpus,
+                resources=resources,
+                scheduling_strategy="SPREAD",
+            )
+            .remote(spec)
+        )
+        self._restarting = False
+        try:
+            return ray.get(self._actor.describe.remote(), timeout=self.rebuild_timeout_s)
+        except Exception:
+            self._kill(final=True)
+            raise
+
+    def _send(self, method: str, calls: list[Any]) -> Future:
+        if self._actor is None:
+            fut: Future = Future()
+            fut.set_exception(WorkerLost("the shard's Ray actor is gone"))
+            return fut
+        return self._actor.call.remote(method, calls).future()
+
+    def _is_death(self, exc: BaseException) -> bool:
+        import ray.exceptions as rex
+
+        deaths = (
+            WorkerLost,
+            rex.RayActorError,
+            rex.WorkerCrashedError,
+            rex.NodeDiedError,
+            rex.ObjectLostError,
+            rex.OwnerDiedError,
+        )
+        return isinstance(exc, deaths) and not isinstance(exc, rex.RayTaskError)
+
+    def _kill(self, final: bool = False) -> None:
+        import ray
+
+        if self._actor is None:
+            return
+        if final:
+            actor, self._actor = self._actor, None
+            self._restarting = False
+            ray.kill(actor, no_restart=True)
+        else:  # Ray brings it back (max_restarts=-1); `_spawn` waits for that
+            self._restarting = True
+            ray.kill(self._actor, no_restart=False)
+
+    def _shutdown(self, grace_s: float = 10.0) -> None:
+        import ray
+
+        if self._actor is not None:
+            with contextlib.suppress(Exception):  # it is killed below either way
+                ray.get(self._actor.close.remote(), timeout=grace_s)
+        self._kill(final=True)
+
+    def health(self) -> dict[str, Any]:
+        health = super().health()
+        health["backend"] = "ray"
+        return health
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._release()
