@@ -33,11 +33,13 @@ from creditgym import (
     envs,  # noqa: F401  (registers the creditgym envs)
 )
 from creditgym.agents import TabularSoftmaxAgent
+from creditgym.agents.expert_prior import ExpertPriorHierTabularAgent, ExpertPriorTabularAgent
 from creditgym.agents.hier_tabular import HierTabularAgent
 from creditgym.envs.base import Panel
 from creditgym.trainers import recipes, samplers, strategies
 from creditgym.trainers.bench_config import BenchmarkConfig
 from creditgym.trainers.config import ConfigError, load, parse_overrides
+from creditgym.trainers.reference import fidelity_scores, mc_reference, pairwise_order, pearson
 from creditgym.trainers.rollout import EnvPool, collect
 from creditgym.trainers.viewer.bench import write_benchmark_dump
 
@@ -166,13 +168,70 @@ def _hook(objects, name: str, *args) -> Any:
     return result
 
 
+def _plugin(kind: str, name: str | None, options) -> Any:
+    return recipes.build_plugin(kind, name, options) if name is not None else None
+
+
+def use_mc(cfg: BenchmarkConfig, has_model: bool) -> bool:
+    """Whether fidelity is measured against the Monte-Carlo reference."""
+    if cfg.reference == "exact" and not has_model:
+        raise SystemExit(f"{cfg.env} has no model(): use reference=mc (or auto)")
+    return cfg.reference == "mc" or (cfg.reference == "auto" and not has_model)
+
+
+def expert_prior_success(cfg: BenchmarkConfig, pool: EnvPool, tasks: list[int], beta: float):
+    """Success of the expert-prior start policy (fresh agent, seed 0) over ``prior_episodes``
+    seeded episodes per task (reset seeds 20_000 + task, apart from training and evaluation)."""
+    agent = ExpertPriorTabularAgent(beta, lr=cfg.lr, seed=0)
+    seeds = [20_000 + t for t in tasks]
+    return collect(pool, agent, tasks, cfg.prior_episodes, seeds).stats["success"]
+
+
+def calibrate_expert_prior(cfg: BenchmarkConfig, pool: EnvPool, tasks: list[int]) -> dict:
+    """Smallest beta (bisection, 12 halvings after doubling from 1) whose measured expert-prior
+    success reaches ``prior_success``; the rollouts are seeded, so the result is reproducible."""
+    target = cfg.prior_success
+    lo, hi = 0.0, 1.0
+    while expert_prior_success(cfg, pool, tasks, hi) < target and hi < 64:
+        lo, hi = hi, hi * 2
+    for _ in range(12):
+        mid = 0.5 * (lo + hi)
+        if expert_prior_success(cfg, pool, tasks, mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return {
+        "beta": hi,
+        "success": expert_prior_success(cfg, pool, tasks, hi),
+        "episodes": cfg.prior_episodes * len(tasks),
+    }
+
+
+def _start_policy(cfg, pool, tasks, hierarchical, seed):
+    """The agent every method starts from, its beta, its success and the exact values (or
+    None): softmax(beta A*) with a model, the expert prior without one."""
+    horizon = pool.description.max_steps
+    beta = cfg.prior_beta
+    if pool.description.has_model:
+        agent = (HierTabularAgent if hierarchical else TabularSoftmaxAgent)(lr=cfg.lr, seed=seed)
+        exact = ExactValues(pool, tasks, cfg.gamma)
+        if beta is None:
+            beta = exact.calibrate(cfg.prior_success, horizon) if cfg.prior_success > 0 else 0.0
+        if beta > 0:
+            exact.warm_start(agent, beta)
+        return agent, beta, exact.success_probability(beta, horizon), exact
+    if beta is None:
+        beta = calibrate_expert_prior(cfg, pool, tasks)["beta"] if cfg.prior_success > 0 else 0.0
+    cls = ExpertPriorHierTabularAgent if hierarchical else ExpertPriorTabularAgent
+    return cls(beta, lr=cfg.lr, seed=seed), beta, float("nan"), None
+
+
 def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict[str, Any]:
     recipe = recipes.resolve(method)
     module = credit.make(recipe.credit, **cfg.options_for(method))
     strategy = strategies.make(recipe.strategy, **dict(recipe.strategy_options))
     # A module with span advantages (HiPER) needs a policy that emits those spans.
     hierarchical = cfg.agent == "hier_tabular" or getattr(module, "span_names", None)
-    agent = (HierTabularAgent if hierarchical else TabularSoftmaxAgent)(lr=cfg.lr, seed=seed)
     task_rng = np.random.default_rng(seed)  # same task/seed schedule for every method
     pool = EnvPool(cfg.env, cfg.groups * cfg.group_size, split="train", env_kwargs=cfg.env_kwargs)
     n_tasks = min(cfg.tasks, len(pool.panel))
@@ -185,38 +244,36 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         if recipe.sampler is not None
         else None
     )
-    buffer = (
-        recipes.build_plugin("buffer", recipe.buffer, recipe.buffer_options)
-        if recipe.buffer is not None
-        else None
-    )
-    tracker = (
-        recipes.build_plugin("tracker", recipe.tracker, recipe.tracker_options)
-        if recipe.tracker is not None
-        else None
-    )
+    buffer = _plugin("buffer", recipe.buffer, recipe.buffer_options)
+    tracker = _plugin("tracker", recipe.tracker, recipe.tracker_options)
     plugins = (sampler, buffer, tracker)
-    horizon = pool.description.max_steps
-    beta = cfg.prior_beta
-    if pool.description.has_model:
-        exact = ExactValues(pool, tasks, cfg.gamma)
-        if beta is None:
-            beta = exact.calibrate(cfg.prior_success, horizon) if cfg.prior_success > 0 else 0.0
-        if beta > 0:
-            exact.warm_start(agent, beta)
-        prior_success = exact.success_probability(beta, horizon)
-    else:  # no finite model (e.g. ALFWorld): uniform start, no fidelity
-        if cfg.prior_success > 0 or beta:
-            raise SystemExit(f"{cfg.env} has no model(): run with --prior-success 0")
-        exact, beta, prior_success = None, 0.0, float("nan")
+    agent, beta, prior_success, exact = _start_policy(cfg, pool, tasks, hierarchical, seed)
+    mc = use_mc(cfg, exact is not None)
     curve: dict[str, list] = {"eval_iter": [], "eval_success": [], "train_success": []}
-    curve.update({"fid_iter": [], "fidelity": [], "eval_turns": []})
-    skipped, credit_ms, credit_steps, turns = 0, 0.0, 0, 0
+    curve.update({"fid_iter": [], "fidelity": [], "eval_turns": [], "tasks": []})
+    extra = ("fidelity_corrected", "reliability", "pairwise", "pairs", "mc_vs_exact")
+    for key in (*extra, "fidelity_exact_sampled", "pairwise_exact_sampled"):
+        curve[key] = []
+    skipped, credit_ms, credit_steps, turns, mc_turns = 0, 0.0, 0, 0, 0.0
+    kind = f"MC A^π (K = {cfg.mc_k}, γ = {cfg.gamma})" if mc else f"exact A^π (γ = {cfg.gamma})"
 
     def evaluate() -> float:
         seeds = [10_000 + t for t in tasks]
         batch = collect(pool, agent, tasks, cfg.eval_episodes, seeds)
         return batch.stats["success"]
+
+    def mc_ref(groups, it):
+        """MC A^pi of the acting policy; its own random streams, so training is unchanged."""
+        saved = agent.rng
+        agent.rng = np.random.default_rng([seed, it, 1])
+        try:
+            return mc_reference(
+                pool, agent, groups, k=cfg.mc_k, n_states=cfg.mc_states,
+                max_actions=cfg.mc_actions, gamma=cfg.gamma,
+                rng=np.random.default_rng([seed, it, 2]),
+            )  # fmt: skip
+        finally:
+            agent.rng = saved
 
     for it in range(cfg.iterations + 1):
         if it % cfg.eval_every == 0 or it == cfg.iterations:
@@ -230,6 +287,7 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         else:
             replace = cfg.groups > n_tasks
             chosen = [int(t) for t in task_rng.choice(n_tasks, size=cfg.groups, replace=replace)]
+        curve["tasks"].append(chosen)
         seeds = [seed * 100_000 + it * cfg.groups + b for b in range(cfg.groups)]
         batch = collect(pool, agent, chosen, cfg.group_size, seeds, strategy=strategy)
         turns += recipe.cost(batch)
@@ -245,35 +303,53 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         credit_steps += len(adv.values)
         _hook(plugins, "after_credit", groups, adv, ctx)
         curve["train_success"].append(batch.stats["success"])
-        want_fid = exact is not None and cfg.fidelity_every > 0 and it % cfg.fidelity_every == 0
+        want_fid = cfg.fidelity_every > 0 and it % cfg.fidelity_every == 0
+        want_ref = want_fid or it in cfg.dump_iterations
         # A^pi of the policy that acted (before the update), once for fidelity and the dump.
-        ref = (
+        exact_ref = (
             exact.step_advantages(agent, groups, chosen)
-            if exact is not None and (want_fid or it in cfg.dump_iterations)
+            if exact is not None and (want_ref and not mc or want_fid)
             else None
         )
-        if want_fid:
-            fid = exact.fidelity(ref, adv.values)
-            if fid is None:
+        mc_result = mc_ref(groups, it) if mc and want_ref else None
+        ref = mc_result.values if mc_result is not None else exact_ref
+        if want_fid and ref is not None:
+            halves = mc_result.halves if mc_result is not None else None
+            scores = fidelity_scores(groups, adv.values, ref, halves)
+            if scores["pearson"] is None:
                 skipped += 1
             else:
                 curve["fid_iter"].append(it)
-                curve["fidelity"].append(fid)
+                curve["fidelity"].append(scores["pearson"])
+                curve["fidelity_corrected"].append(scores["pearson_corrected"])
+                curve["reliability"].append(scores["reliability"])
+                curve["pairwise"].append(scores["pairwise"])
+                curve["pairs"].append(scores["pairs"])
+                agree = (
+                    pearson(mc_result.values, exact_ref)
+                    if mc_result and exact_ref is not None
+                    else None
+                )
+                curve["mc_vs_exact"].append(agree)
+                # the exact-reference fidelity on the MC's sampled steps: what r corrected
+                # should recover
+                on = np.isfinite(ref)
+                curve["fidelity_exact_sampled"].append(
+                    pearson(adv.values[on], exact_ref[on]) if agree is not None else None
+                )
+                curve["pairwise_exact_sampled"].append(
+                    pairwise_order(groups, adv.values, np.where(on, exact_ref, np.nan))[0]
+                    if agree is not None
+                    else None
+                )
+        if mc_result is not None:
+            mc_turns += mc_result.stats.get("generated", 0.0)
         if cfg.adv_scale == "rms":
             # Same step size for every method: only the direction of the credit differs.
             rms = float(np.sqrt(np.mean(adv.values**2))) if len(adv.values) else 0.0
             adv = credit.Advantages(values=adv.values / (rms + 1e-8), spans=adv.spans)
         if it in cfg.dump_iterations:
-            write_benchmark_dump(
-                cfg.out,
-                method,
-                seed,
-                it,
-                groups,
-                adv,
-                ref,
-                f"exact A^π (γ = {cfg.gamma})",
-            )
+            write_benchmark_dump(cfg.out, method, seed, it, groups, adv, ref, kind)
         agent.update(groups, adv)
         _hook(plugins, "after_update", groups, adv, ctx)
         if progress is not None:
@@ -281,6 +357,11 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
     pool.close()
     reached = [i for i, s in zip(curve["eval_iter"], curve["eval_success"]) if s >= 0.8]
     reached_turns = [n for n, s in zip(curve["eval_turns"], curve["eval_success"]) if s >= 0.8]
+
+    def mean_of(key):
+        xs = [x for x in curve[key] if x is not None]
+        return float(np.mean(xs)) if xs else None
+
     return {
         "method": method,
         "seed": seed,
@@ -292,7 +373,15 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         "iterations_to_80": reached[0] if reached else None,
         "turns_to_80": reached_turns[0] if reached_turns else None,
         "generated_turns": turns,
+        "reference": "mc" if mc else "exact",
+        "reference_turns": mc_turns,
         "fidelity_mean": float(np.mean(curve["fidelity"])) if curve["fidelity"] else None,
+        "fidelity_corrected_mean": mean_of("fidelity_corrected"),
+        "reliability_mean": mean_of("reliability"),
+        "pairwise_mean": mean_of("pairwise"),
+        "mc_vs_exact_mean": mean_of("mc_vs_exact"),
+        "fidelity_exact_sampled_mean": mean_of("fidelity_exact_sampled"),
+        "pairwise_exact_sampled_mean": mean_of("pairwise_exact_sampled"),
         "fidelity_skipped": skipped,
         "credit_ms_per_1k_steps": 1000 * credit_ms / max(credit_steps, 1),
     }
@@ -317,20 +406,41 @@ def mean_ci(xs: list[float]) -> dict[str, float | None]:
     return {"mean": float(np.mean(xs)), "ci95": float(stats.t.ppf(0.975, len(xs) - 1) * sem)}
 
 
+def success_at_turns(run: dict, budget: float) -> float:
+    """Eval success of a run at the last evaluation whose generated turns are <= `budget`."""
+    c = run["curve"]
+    ok = [s for n, s in zip(c["eval_turns"], c["eval_success"]) if n <= budget]
+    return ok[-1] if ok else c["eval_success"][0]
+
+
 def summarise(cfg: BenchmarkConfig, runs: list[dict]) -> dict[str, Any]:
     methods = {}
+    # equal generated turns: the smallest budget every run reached
+    budget = min(r["generated_turns"] for r in runs) if runs else 0
     for m in cfg.methods:
         rs = [r for r in runs if r["method"] == m]
         reached = [r["iterations_to_80"] for r in rs if r["iterations_to_80"] is not None]
         it80 = mean_ci(reached)
         it80["reached"] = len(reached)
         it80["of"] = len(rs)
+        t80 = mean_ci([r["turns_to_80"] for r in rs if r.get("turns_to_80") is not None])
+        t80["reached"], t80["of"] = it80["reached"], len(rs)
         methods[m] = {
             "success_final": mean_ci([r["success_final"] for r in rs]),
+            "success_at_equal_turns": mean_ci([success_at_turns(r, budget) for r in rs]),
             "iterations_to_80": it80,
+            "turns_to_80": t80,
+            "turns_per_iteration": mean_ci([r["generated_turns"] / cfg.iterations for r in rs]),
             "fidelity": mean_ci([r["fidelity_mean"] for r in rs]),
+            "fidelity_corrected": mean_ci([r.get("fidelity_corrected_mean") for r in rs]),
+            "reliability": mean_ci([r.get("reliability_mean") for r in rs]),
+            "pairwise_order": mean_ci([r.get("pairwise_mean") for r in rs]),
+            "mc_vs_exact": mean_ci([r.get("mc_vs_exact_mean") for r in rs]),
+            "fidelity_exact_sampled": mean_ci([r.get("fidelity_exact_sampled_mean") for r in rs]),
+            "pairwise_exact_sampled": mean_ci([r.get("pairwise_exact_sampled_mean") for r in rs]),
             "fidelity_skipped_iterations": int(sum(r["fidelity_skipped"] for r in rs)),
             "credit_ms_per_1k_steps": float(np.mean([r["credit_ms_per_1k_steps"] for r in rs])),
+            "reference_turns": float(np.mean([r.get("reference_turns", 0.0) for r in rs])),
         }
     hashes = sorted({r["panel_hash"] for r in runs})
     config = cfg.model_dump(mode="json", exclude={"out", "workers"})
@@ -338,6 +448,8 @@ def summarise(cfg: BenchmarkConfig, runs: list[dict]) -> dict[str, Any]:
     config["panel_hash"] = hashes[0] if len(hashes) == 1 else hashes
     config["prior_beta_used"] = sorted({round(r["prior_beta"], 4) for r in runs})
     config["prior_success_exact"] = float(np.mean([r["prior_success_exact"] for r in runs]))
+    config["reference_used"] = sorted({r.get("reference", "exact") for r in runs})
+    config["equal_turns_budget"] = budget
     return {"methods": methods, "config": config}
 
 
@@ -350,24 +462,62 @@ def fmt(stat: dict, digits: int = 3) -> str:
 
 def markdown(summary: dict) -> str:
     cfg = summary["config"]
+    mc = "mc" in cfg.get("reference_used", [])
+    if math.isnan(cfg["prior_success_exact"]):
+        start = (
+            f"start policy: expert prior, logit beta {cfg['prior_beta_used']} on the expert's "
+            f"action (calibrated to success {cfg['prior_success']} by seeded rollouts)"
+        )
+    else:
+        start = (
+            f"start policy softmax(beta A*) with beta {cfg['prior_beta_used']} and exact success "
+            f"{cfg['prior_success_exact']:.2f}"
+        )
+    ref = (
+        f"MC A^pi (K = {cfg['mc_k']} continuations, {cfg['mc_states']} sampled states per "
+        "evaluated iteration; corrected = attenuation by split-half reliability)"
+        if mc
+        else "exact A^pi"
+    )
     lines = [
         f"# Credit benchmark: {cfg['env']} {json.dumps(cfg['env_kwargs'])}",
         "",
         f"{cfg['seeds']} seeds, {cfg['iterations']} iterations of {cfg['groups']} tasks x "
-        f"{cfg['group_size']} episodes, tabular softmax policy (lr {cfg['lr']}, "
-        f"start policy softmax(beta A*) with beta {cfg['prior_beta_used']} and exact success "
-        f"{cfg['prior_success_exact']:.2f}, advantage scale {cfg['adv_scale']}), "
-        f"{cfg['tasks']} train tasks (panel hash {cfg['panel_hash']}). Means with 95% CIs over seeds.",
+        f"{cfg['group_size']} episodes, tabular softmax policy (lr {cfg['lr']}, {start}, "
+        f"advantage scale {cfg['adv_scale']}), {cfg['tasks']} train tasks (panel hash "
+        f"{cfg['panel_hash']}). Reference: {ref}. Means with 95% CIs over seeds. Turns are "
+        f"generated turns (policy decisions) of training rollouts; 'success @ turns' is the "
+        f"eval success at {cfg.get('equal_turns_budget', 0)} turns, the smallest budget every "
+        "run reached.",
         "",
-        "| method | success (final) | iterations to 80% (reached) | fidelity to exact A^pi | credit ms / 1k steps |",
-        "|---|---|---|---|---|",
+        "| method | success (final) | success @ turns | iterations to 80% (reached) | turns to 80% "
+        "| turns / iteration | fidelity r | r corrected | pairwise order | credit ms / 1k steps |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, s in summary["methods"].items():
         it = s["iterations_to_80"]
+        t80 = s.get("turns_to_80", {})
         lines.append(
-            f"| {m} | {fmt(s['success_final'])} | {fmt(it, 1)} ({it['reached']}/{it['of']}) | "
-            f"{fmt(s['fidelity'])} | {s['credit_ms_per_1k_steps']:.2f} |"
+            f"| {m} | {fmt(s['success_final'])} | {fmt(s['success_at_equal_turns'])} | "
+            f"{fmt(it, 1)} ({it['reached']}/{it['of']}) | {fmt(t80, 0)} | "
+            f"{fmt(s['turns_per_iteration'], 0)} | {fmt(s['fidelity'])} | "
+            f"{fmt(s['fidelity_corrected'])} | {fmt(s['pairwise_order'])} | "
+            f"{s['credit_ms_per_1k_steps']:.2f} |"
         )
+    if mc:
+        rel = [s["reliability"]["mean"] for s in summary["methods"].values()]
+        rel = [r for r in rel if r is not None]
+        lines += [
+            "",
+            f"Mean split-half reliability of the MC reference: {np.mean(rel):.3f}" if rel else "",
+            "",
+        ]
+        agree = {m: s["mc_vs_exact"] for m, s in summary["methods"].items()}
+        if any(v["mean"] is not None for v in agree.values()):
+            lines.append(
+                "MC against exact A^pi (Pearson over the sampled steps): "
+                + ", ".join(f"{m} {fmt(v)}" for m, v in agree.items())
+            )
     return "\n".join(lines) + "\n"
 
 

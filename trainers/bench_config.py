@@ -16,7 +16,14 @@ from pydantic import Field, field_validator, model_validator
 
 from creditgym.trainers.config import _Section
 
-__all__ = ["ADV_SCALES", "BENCH_AGENTS", "BENCH_NEEDS", "TABULAR_DEFAULTS", "BenchmarkConfig"]
+__all__ = [
+    "ADV_SCALES",
+    "BENCH_AGENTS",
+    "BENCH_NEEDS",
+    "REFERENCES",
+    "TABULAR_DEFAULTS",
+    "BenchmarkConfig",
+]
 
 #: Tabular policies the benchmark trains.
 BENCH_AGENTS = ("tabular", "hier_tabular")
@@ -25,6 +32,8 @@ ADV_SCALES = ("rms", "none")
 #: Module needs the benchmark itself provides (branching envs, a recipe's tracker); any other
 #: need (values, entropies, answer log-probs) comes from an LLM.
 BENCH_NEEDS = frozenset({"branching", "task_baseline"})
+#: Fidelity references (see ``BenchmarkConfig.reference``).
+REFERENCES = ("auto", "exact", "mc")
 
 #: Options a tabular run gives modules whose defaults read model outputs (explicit
 #: ``method_options`` win): HiPER has no value heads here, so it runs critic-free, bootstrapping
@@ -70,15 +79,30 @@ class BenchmarkConfig(_Section):
     only in how they distribute credit, not in step size; "none": use them as they are."""
     prior_success: float = Field(0.2, ge=0, lt=1)
     """Start every method from softmax(beta * A*(s, a)) whose exact success probability within
-    the step limit is this (beta found by bisection); 0: the uniform policy."""
+    the step limit is this (beta found by bisection); without a model, from the expert prior
+    (see ``prior_episodes``); 0: the uniform policy."""
     prior_beta: float | None = Field(None, ge=0)
     """Fix beta instead of calibrating it."""
+    prior_episodes: int = Field(16, ge=1)
+    """Envs without ``model()``: the start policy puts logit beta on the expert's action in each
+    state (`creditgym.agents.expert_prior`); beta is bisected until rollouts of this many seeded
+    episodes per task win with ``prior_success``."""
+    reference: Literal[REFERENCES] = "auto"  # type: ignore[valid-type]
+    """Reference advantages for fidelity: "exact" (A^pi from the env's finite model), "mc"
+    (Monte-Carlo A^pi from env branching, `creditgym.trainers.reference`; with a model the exact
+    one is computed too and their agreement recorded), "auto": exact if the env has a model."""
+    mc_k: int = Field(8, ge=2)
+    """MC reference: continuations per Q^pi(s, a) and per V^pi(s) estimate."""
+    mc_states: int = Field(16, ge=1)
+    """MC reference: (group, state) units sampled per evaluated iteration (by visit count)."""
+    mc_actions: int = Field(4, ge=1)
+    """MC reference: at most this many distinct actions (the most taken) per sampled state."""
     eval_every: int = Field(2, ge=1)
     """Evaluate the policy every k iterations (and after the last)."""
     eval_episodes: int = Field(4, ge=1)
     """Sampled evaluation episodes per task of the subset."""
     fidelity_every: int = Field(5, ge=0)
-    """Compare the step advantages with the exact A^pi every k iterations (0: never)."""
+    """Compare the step advantages with the reference A^pi every k iterations (0: never)."""
     dump_iterations: list[int] = Field(default_factory=lambda: [0, 10, 20])
     """Iterations whose steps are written per method and seed to OUT/trajectories/, with the
     exact A^pi of the acting policy, for scripts/view.py ("0,10,20" or "none" as a string)."""
