@@ -61,6 +61,7 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "ROLLOUT_MODES",
+    "RayConfig",
     "RolloutConfig",
     "RunConfig",
     "SamplerConfig",
@@ -83,6 +84,8 @@ FINETUNE_MODES = ("lora", "full")
 KL_TYPES = ("low_var_kl", "kl", "mse")
 #: Parameter dtypes the learner accepts.
 DTYPES = ("float32", "bfloat16", "float16")
+#: Where pi_old comes from (``learner.old_logprobs``).
+OLD_LOGPROBS = ("learner", "sampler")
 #: Rollout modes (``rollout.mode``): lock-step iterations, or staleness-bounded async rollouts.
 ROLLOUT_MODES = ("sync", "async")
 #: Where the learner's model lives ("auto": this rank's GPU when CUDA is present, else the CPU).
@@ -255,6 +258,15 @@ class RolloutConfig(_Section):
     "inprocess": worker processes of this machine, today's pool)."""
     envs_per_shard: int = Field(8, ge=1)
     """Envs one shard holds."""
+    step_timeout_s: float | None = Field(None, gt=0)
+    """Remote env backends: an env call (reset, step, ...) slower than this kills its shard;
+    its running episodes end with ``info["error"]`` and are dropped (None: no limit)."""
+    recycle_episodes: int | None = Field(None, ge=1)
+    """Remote env backends: rebuild a shard after this many episodes (None: never)."""
+    recycle_rss_mb: float | None = Field(None, gt=0)
+    """Remote env backends: rebuild a shard whose worker's RSS is above this (None: never)."""
+    max_failed_rebuilds: int = Field(3, ge=1)
+    """Remote env backends: failed rebuilds of one shard in a row before the run stops."""
     strategy: str = "lockstep"
     """Rollout strategy (`creditgym.trainers.strategies`; "lockstep": every running episode
     advances one turn per batched generation call)."""
@@ -276,6 +288,29 @@ class RolloutConfig(_Section):
     @classmethod
     def _check_strategy(cls, value: str) -> str:
         _check_registered("rollout.strategy", value)
+        return value
+
+
+class RayConfig(_Section):
+    """Ray, for ``rollout.env_backend: ray`` (`creditgym.trainers.shard_ray`)."""
+
+    address: str | None = None
+    """Cluster to join (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``); None: start a
+    local one for this run and shut it down at the end."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs of the local cluster (None: this machine's count); ignored with ``address``."""
+    cpus_per_shard: float = Field(0.0, ge=0)
+    """CPUs each env-shard actor reserves (0: env actors mostly wait on their envs)."""
+    shard_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom resources each shard actor needs, e.g. ``{env_node: 0.01}`` to keep shards on
+    nodes started with ``--resources='{"env_node": 1}'``."""
+
+    @field_validator("shard_resources")
+    @classmethod
+    def _check_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not k or v <= 0}
+        if bad:
+            raise ValueError(f"shard_resources need names and amounts > 0, got {bad}")
         return value
 
 
@@ -388,6 +423,14 @@ class LearnerConfig:
     """Parameter dtype ("float32" is the fast one on CPUs without bf16 units)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, about 30% slower)."""
+    packing: bool = True
+    """Forward samples that share a token prefix once per prefix (exact; models it is not
+    verified on fall back to unpacked, `creditgym.trainers.packing`)."""
+    pack_tokens: int = Field(1024, ge=16)
+    """Most tokens in one packed row (a prefix tree); attention cost grows with its square."""
+    old_logprobs: str = "learner"
+    """pi_old of the PPO ratio: "learner" (the learner's own pass before the update) or
+    "sampler" (the generation backend's log-probs; refused with rollout.mode="async")."""
     device: str = "auto"
     """Learner device: "auto" (this rank's GPU when CUDA is present, else the CPU), "cpu", "cuda"."""
     data_parallel: str = "ddp"
@@ -418,6 +461,11 @@ class LearnerConfig:
     @classmethod
     def _check_dtype(cls, value: str) -> str:
         return _one_of("dtype", value, DTYPES)
+
+    @field_validator("old_logprobs")
+    @classmethod
+    def _check_old_logprobs(cls, value: str) -> str:
+        return _one_of("old_logprobs", value, OLD_LOGPROBS)
 
     @field_validator("device")
     @classmethod
@@ -515,6 +563,8 @@ class TrainConfig(_Section):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    """Ray cluster for the ``ray`` env backend (unused by the other backends)."""
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     """How each iteration's tasks are drawn from the train panel."""
     credit: CreditConfig = Field(default_factory=CreditConfig)
@@ -550,7 +600,15 @@ class TrainConfig(_Section):
                 f"{self.agent.temperature}: the learner must score tokens at the sampling "
                 "temperature (leave learner.temperature unset to follow the agent)"
             )
+        mode = getattr(self.rollout, "mode", "sync")
+        if self.learner.old_logprobs == "sampler" and mode not in ("sync", "lockstep"):
+            raise ValueError(
+                f"learner.old_logprobs='sampler' is refused with rollout.mode={mode!r}: async "
+                "training needs the learner's own old-log-prob pass (pi_prox); use "
+                "learner.old_logprobs='learner'"
+            )
         self._check_rollout_mode()
+        self._check_branching()
         ctx = self.learner.context
         if ctx is not None and ctx != self.agent.context:
             raise ValueError(
@@ -558,6 +616,21 @@ class TrainConfig(_Section):
                 "(leave learner.context unset to follow the agent)"
             )
         return self
+
+    def _check_branching(self) -> None:
+        """A credit method or rollout strategy that needs env branching refuses an env that
+        cannot branch (``branching = "none"``), naming both."""
+        from creditgym import credit
+        from creditgym.envs.branching import require_branching
+        from creditgym.trainers import strategies
+
+        wants = []
+        if getattr(strategies.strategy_class(self.rollout.strategy), "needs_branching", False):
+            wants.append(f"rollout.strategy={self.rollout.strategy!r}")
+        if "branching" in credit.make(self.credit.name, **self.credit.options).needs:
+            wants.append(f"credit method {self.credit.name!r}")
+        if wants:
+            require_branching(self.env.id, " and ".join(wants))
 
     def _check_rollout_mode(self) -> None:
         """Async needs a strategy that supports it; replicas need the "vllm-server" backend."""

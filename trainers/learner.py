@@ -36,9 +36,10 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,17 @@ from creditgym.trainers.loss import (
     token_logprobs_and_entropy,
 )
 from creditgym.trainers.losses import DEFAULT_POLICY, DEFAULT_TERMS, build_objective
+from creditgym.trainers.packing import (
+    Layout,
+    packed_layout,
+    packed_micro_batches,
+    padded_layout,
+    unsupported_reason,
+)
 
-NEEDS = ("entropies", "values", "answer_logprobs")
+#: Asks `Learner.prepare` for the old-log-prob pass before credit (async pi_prox).
+NEED_OLD = "old_logprobs"
+NEEDS = ("entropies", "values", "answer_logprobs", NEED_OLD)
 
 
 @dataclass
@@ -73,10 +83,39 @@ class _Sample:
     parts: list[tuple[int, Step, int, int]]
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    #: Scored by the learner under the pre-update policy (entropies and mismatch recorded).
+    measured: bool = False
 
     @property
     def num_tokens(self) -> int:
         return len(self.positions)
+
+
+def _ntok(s: _Sample) -> int:
+    return s.num_tokens
+
+
+def _sampler_logprobs(s: _Sample) -> torch.Tensor:
+    """The backend's log-probs of a sample's response tokens (``old_logprobs: sampler``)."""
+    out = []
+    for _, step, _, k in s.parts:
+        lp = step.sampler_logprobs
+        if lp is None or len(lp) != k:
+            raise ValueError(
+                "old_logprobs=sampler needs the backend's log-prob of every sampled token; a "
+                f"step has {None if lp is None else len(lp)} for {k} response tokens"
+            )
+        out.extend(float(x) for x in lp)
+    return torch.tensor(out, dtype=torch.float32)
+
+
+@dataclass
+class _OldStats:
+    """What the old-log-prob pass measured: entropy sum, token count, sampler - learner."""
+
+    ent_sum: float = 0.0
+    tokens: int = 0
+    diffs: list[np.ndarray] = field(default_factory=list)
 
 
 class Learner:
@@ -145,6 +184,26 @@ class Learner:
             self.optimizer.add_param_group({"params": list(self.value_heads.parameters())})
         self.updates = 0
         self._prepared: tuple[tuple[int, ...], list[_Sample]] | None = None
+        #: Row cap of prefix packing (0: unpacked), set when the model supports it exactly.
+        self.pack_tokens = 0
+        if config.packing:
+            reason = unsupported_reason(self.base_model.config, config.pack_tokens)
+            if reason is None:
+                self.pack_tokens = config.pack_tokens
+            else:
+                print(f"learner: prefix packing off, forwarding unpacked ({reason})", file=sys.stderr)
+        #: Tokens the model forwarded (packed rows count each shared prefix once), all passes.
+        self.tokens_forwarded = 0
+        #: Force the old-log-prob pass before credit even when no credit need asks for it (the
+        #: asynchronous path's pi_prox); otherwise `prepare` defers it into `update`.
+        self.old_pass_before_credit = False
+        self._old_stats = _OldStats()
+        self._deferred = False
+        self._unchanged = False
+        #: No dropout anywhere: a training-mode forward gives the no-grad pass's numbers.
+        self._dropout_free = not any(
+            isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()
+        ) and not float(getattr(self.base_model.config, "attention_dropout", 0.0) or 0.0)
 
     # ------------------------------------------------------------------------------ model parts
     @property
@@ -199,8 +258,28 @@ class Learner:
         return [s for s in samples if s.positions]
 
     def _micro_batches(self, samples: list[_Sample]) -> list[list[_Sample]]:
-        """Pack samples (longest first) so padded length x count stays within the budget."""
-        return token_batches(samples, self.config.micro_batch_tokens, length=lambda s: len(s.ids))
+        """Micro-batches within the token budget: prefix-packed rows (`creditgym.trainers.packing`)
+        when packing is on, else samples longest first, right-padded."""
+        budget = self.config.micro_batch_tokens
+        if not self.pack_tokens:
+            return token_batches(samples, budget, length=lambda s: len(s.ids))
+        plan = packed_micro_batches([s.ids for s in samples], budget, self._row_tokens)
+        return [[samples[j] for j in mb] for mb in plan]
+
+    @property
+    def _row_tokens(self) -> int:
+        """A packed row's cap: ``pack_tokens``, and never more than the micro-batch budget."""
+        return min(self.pack_tokens, self.config.micro_batch_tokens)
+
+    def _layout(self, batch: list[_Sample]) -> Layout:
+        """The model inputs of one micro-batch (packed or padded), on the device."""
+        seqs = [s.ids for s in batch]
+        if self.pack_tokens:
+            dtype = next(self.base_model.parameters()).dtype
+            lay = packed_layout(seqs, self._row_tokens, dtype)
+        else:
+            lay = padded_layout(seqs)
+        return lay.to(self.device)
 
     def _forward(
         self, batch: list[_Sample], *, entropy: bool, values: bool = False, reference: bool = False
@@ -211,33 +290,38 @@ class Learner:
         (`creditgym.trainers.heads.read_offset`). ``reference=True`` scores under the reference
         policy instead.
         """
-        ids, mask = self._pad(batch)
+        lay = self._layout(batch)
+        self.tokens_forwarded += lay.forwarded
         heads = self._served_heads() if values else None
-        rows, cols = [], []
+        rows, cols, targets = [], [], []
         value_at: dict[str, tuple[list[int], list[int]]] = {
             n: ([], []) for n in (heads.names if heads else [])
         }
         for b, s in enumerate(batch):
-            rows.extend([b] * s.num_tokens)
-            cols.extend(p - 1 for p in s.positions)
+            row, col = lay.rows[b], lay.cols[b]
+            rows.extend([row] * s.num_tokens)
+            cols.extend(col[p - 1] for p in s.positions)
+            targets.extend(s.ids[p] for p in s.positions)
             for _, step, offset, _ in s.parts:
                 for name, (vr, vc) in value_at.items():
-                    vr.append(b)
-                    vc.append(s.positions[offset] + read_offset(step, self.head_positions[name]))
+                    vr.append(row)
+                    vc.append(
+                        col[s.positions[offset] + read_offset(step, self.head_positions[name])]
+                    )
         rows_t, cols_t = torch.as_tensor(rows), torch.as_tensor(cols)
-        targets = ids[rows_t, cols_t + 1]
+        targets_t = torch.as_tensor(targets, device=lay.ids.device)
         if reference and self.config.finetune == "lora":
             with self.model.disable_adapter():
-                hidden = self._hidden(self.base_model, ids, mask)
+                hidden = self._hidden(self.base_model, lay)
                 base = self.base_model
         elif reference:
             base = self.reference
-            hidden = self._hidden(base, ids, mask)
+            hidden = self._hidden(base, lay)
         else:
             base = self.base_model
-            hidden = self._hidden(base, ids, mask)
+            hidden = self._hidden(base, lay)
         logits = base.get_output_embeddings()(hidden[rows_t, cols_t])
-        logp, ent = token_logprobs_and_entropy(logits, targets, self.config.temperature)
+        logp, ent = token_logprobs_and_entropy(logits, targets_t, self.config.temperature)
         vals: dict[str, torch.Tensor] = {}
         if heads is not None:
             vals = heads(
@@ -253,8 +337,11 @@ class Learner:
         ids, mask = pad_right([s.ids for s in batch])
         return ids.to(self.device), mask.to(self.device)
 
-    def _hidden(self, model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out = self.dist.decoder(model)(input_ids=ids, attention_mask=mask, use_cache=False)
+    def _hidden(self, model: Any, lay: Layout | torch.Tensor, mask: Any = None) -> torch.Tensor:
+        """Last hidden states of a `Layout` (or of padded ``ids`` and their 2D ``mask``)."""
+        if not isinstance(lay, Layout):
+            lay = Layout(lay, mask, None, [], [], 0)
+        out = self.dist.decoder(model)(**lay.inputs(), use_cache=False)
         return out.last_hidden_state
 
     # --------------------------------------------------------------------------------- prepare
@@ -262,54 +349,43 @@ class Learner:
     def prepare(
         self, groups: Sequence[TrajectoryGroup], needs: set[str] | frozenset[str] = frozenset()
     ) -> dict[str, float]:
-        """Recompute old log-probs and token entropies (always), reference log-probs (when a loss
-        term needs them), and values / answer log-probs when ``needs`` asks; fill the `Step`
-        fields.
+        """Score the batch under the policy before the update; fill the `Step` fields.
 
-        Returns metrics, including the sampler/learner log-prob mismatch.
+        The old-log-prob pass (old log-probs, token entropies into ``Step.entropies``, values
+        when ``needs`` has "values") runs here when something needs it before credit: ``needs``
+        has "entropies", "values" or "old_logprobs", or `old_pass_before_credit` is set.
+        Otherwise it is deferred into `update`, whose first mini-batch takes its old log-probs
+        from its own forward (the policy has not changed yet) and which scores only the other
+        samples in a no-grad pass. The reference pass (when a loss term needs it) and IGPO's
+        answer scoring ("answer_logprobs") run here. With ``old_logprobs: sampler`` the
+        backend's log-probs are pi_old. Returns metrics, with the sampler/learner log-prob
+        mismatch once the learner has scored the tokens.
         """
         unknown = set(needs) - set(NEEDS)
         if unknown:
             raise ValueError(f"unknown needs {sorted(unknown)}; the learner provides {list(NEEDS)}")
         t0 = time.perf_counter()
+        forwarded0 = self.tokens_forwarded
         samples = self.build_samples(groups)
         want_values = "values" in needs
         if want_values:
             self._served_heads()
+        self._old_stats = _OldStats()
+        now = (
+            self.old_pass_before_credit
+            or bool(getattr(self.config, "decoupled", False))  # async: pi_prox before credit
+            or bool(set(needs) & {"entropies", "values", NEED_OLD})
+            or not self._dropout_free
+        )
+        self._deferred = not now
         was_training = self.model.training
         self.model.eval()
-        diffs: list[np.ndarray] = []
         extra: dict[str, float] = {}
-        ent_sum, n_tok = 0.0, 0
         try:
-            for batch in self.dist.pad(self._micro_batches(samples)):
-                if batch is None:  # another rank still has samples (fsdp2 gathers per forward)
-                    self.dist.dummy_forward()
-                    continue
-                logp, ent, vals = self._forward(batch, entropy=True, values=want_values)
-                logp, ent = logp.cpu(), ent.cpu()
-                ref = None
-                if self.objective.needs_reference:
-                    ref, _, _ = self._forward(batch, entropy=False, reference=True)
-                    ref = ref.cpu()
-                pos, vpos = 0, 0
-                for s in batch:
-                    n = s.num_tokens
-                    s.old_logp = logp[pos : pos + n].clone()
-                    s.ref_logp = None if ref is None else ref[pos : pos + n].clone()
-                    ent_s = ent[pos : pos + n].numpy().astype(np.float64)
-                    for _, step, off, k in s.parts:
-                        step.entropies = ent_s[off : off + k].copy()
-                        if step.sampler_logprobs is not None and len(step.sampler_logprobs) == k:
-                            sampled = np.asarray(step.sampler_logprobs, dtype=np.float64)
-                            diffs.append(s.old_logp[off : off + k].numpy() - sampled)
-                    if want_values:
-                        for j, (_, step, _, _) in enumerate(s.parts):
-                            step.values = {h: float(v[vpos + j].cpu()) for h, v in vals.items()}
-                        vpos += len(s.parts)
-                    ent_sum += float(ent[pos : pos + n].sum())
-                    n_tok += n
-                    pos += n
+            if now:
+                self._score_old(samples, values=want_values)
+            if self.objective.needs_reference:
+                self._score_reference(samples)
             if "answer_logprobs" in needs:
                 scored = score_answers(
                     self.base_model,
@@ -321,26 +397,92 @@ class Learner:
                 extra.update({f"train/{k}": v for k, v in scored.items()})
         finally:
             self.model.train(was_training)
+        if self.config.old_logprobs == "sampler":
+            for s in samples:
+                s.old_logp = _sampler_logprobs(s)
         self._prepared = (self._key(groups), samples)
-        n_samples, n_tok, ent_sum = self.dist.total(np.array([len(samples), n_tok, ent_sum]))
+        n_samples, n_tok = self.dist.total(np.array([len(samples), sum(map(_ntok, samples))]))
         metrics = {
             "train/prepare_s": time.perf_counter() - t0,
             "train/samples": float(n_samples),
             "train/response_tokens": float(n_tok),
-            "train/old_entropy": ent_sum / max(n_tok, 1),
+            "train/prepare_tokens_forwarded": float(self.tokens_forwarded - forwarded0),
             **extra,
         }
+        if now:
+            metrics.update(self._old_metrics())
         if want_values:
             for name in self.value_heads.names:
                 vs = [s.values[name] for s in flat_steps(groups)]
                 metrics[f"train/value_{name}_mean"] = float(np.mean(vs)) if vs else 0.0
-        if diffs:
-            d = np.concatenate(diffs)
-            metrics["train/logprob_mismatch_abs"] = float(np.abs(d).mean())
-            metrics["train/logprob_mismatch_max"] = float(np.abs(d).max())
-            # k3 estimate of KL(sampler || learner) on the sampled tokens.
-            metrics["train/sampler_learner_kl"] = float(np.mean(np.exp(d) - d - 1.0))
         return metrics
+
+    def _no_grad_pass(self, samples: list[_Sample], **kw: Any) -> Any:
+        """Yield ``(micro-batch, log-probs, entropies, values)`` of a no-grad forward over
+        ``samples`` (keyword arguments go to `_forward`); every rank makes the same calls."""
+        for batch in self.dist.pad(self._micro_batches(samples)):
+            if batch is None:  # another rank still has samples (fsdp2 gathers per forward)
+                self.dist.dummy_forward()
+                continue
+            logp, ent, vals = self._forward(batch, **kw)
+            yield batch, logp.cpu(), (None if ent is None else ent.cpu()), vals
+
+    @torch.no_grad()
+    def _score_old(self, samples: list[_Sample], values: bool = False) -> None:
+        """The old-log-prob pass: old log-probs, entropies and (on request) values."""
+        for batch, logp, ent, vals in self._no_grad_pass(samples, entropy=True, values=values):
+            pos, vpos = 0, 0
+            for s in batch:
+                n = s.num_tokens
+                self._record_old(s, logp[pos : pos + n], ent[pos : pos + n])
+                if values:
+                    for j, (_, step, _, _) in enumerate(s.parts):
+                        step.values = {h: float(v[vpos + j].cpu()) for h, v in vals.items()}
+                    vpos += len(s.parts)
+                pos += n
+
+    @torch.no_grad()
+    def _score_reference(self, samples: list[_Sample]) -> None:
+        for batch, ref, _, _ in self._no_grad_pass(samples, entropy=False, reference=True):
+            pos = 0
+            for s in batch:
+                s.ref_logp = ref[pos : pos + s.num_tokens].clone()
+                pos += s.num_tokens
+
+    def _record_old(self, s: _Sample, logp: torch.Tensor, ent: torch.Tensor) -> None:
+        """Store one sample's log-probs under the pre-update policy (as pi_old unless the
+        sampler's are used), its steps' entropies and its sampler/learner mismatch."""
+        logp = logp.detach().float().cpu().clone()
+        ent_s = ent.detach().cpu().numpy().astype(np.float64)
+        if self.config.old_logprobs != "sampler":
+            s.old_logp = logp
+        s.measured = True
+        stats = self._old_stats
+        stats.ent_sum += float(ent_s.sum())
+        stats.tokens += s.num_tokens
+        for _, step, off, k in s.parts:
+            step.entropies = ent_s[off : off + k].copy()
+            if step.sampler_logprobs is not None and len(step.sampler_logprobs) == k:
+                sampled = np.asarray(step.sampler_logprobs, dtype=np.float64)
+                stats.diffs.append(logp[off : off + k].numpy().astype(np.float64) - sampled)
+
+    def _old_metrics(self) -> dict[str, float]:
+        """Token-mean old entropy and the sampler/learner mismatch, over every rank."""
+        st = self._old_stats
+        d = np.concatenate(st.diffs) if st.diffs else np.zeros(0)
+        k3 = np.exp(d) - d - 1.0
+        ent_sum, tokens, n, abs_sum, k3_sum = self.dist.total(
+            np.array([st.ent_sum, st.tokens, d.size, np.abs(d).sum(), k3.sum()])
+        )
+        out = {"train/old_entropy": float(ent_sum / max(tokens, 1))}
+        if n:
+            out["train/logprob_mismatch_abs"] = float(abs_sum / n)
+            out["train/logprob_mismatch_max"] = float(
+                self.dist.maximum(float(np.abs(d).max()) if d.size else 0.0)
+            )
+            # k3 estimate of KL(sampler || learner) on the sampled tokens.
+            out["train/sampler_learner_kl"] = float(k3_sum / n)
+        return out
 
     @staticmethod
     def _key(groups: Sequence[TrajectoryGroup]) -> tuple[int, ...]:
@@ -380,9 +522,19 @@ class Learner:
             0.0,
         )
         clipped, tokens, steps_taken = 0.0, 0, 0
+        forwarded0 = self.tokens_forwarded
+        plan = [
+            self.dist.minibatches(samples, gen, self.config.mini_batches)
+            for _ in range(self.config.epochs)
+        ]
+        if self._deferred:  # score what the first mini-batch's own forward will not
+            first = {id(s) for s in plan[0][0]}
+            self.model.eval()
+            self._score_old([s for s in self._prepared[1] if id(s) not in first and not s.measured])
         self.model.train()
-        for _ in range(self.config.epochs):
-            for mb in self.dist.minibatches(samples, gen, self.config.mini_batches):
+        self._unchanged = True
+        for epoch in plan:
+            for mb in epoch:
                 c, t = self._backward_minibatch(mb, tokens_of, targets, sums)
                 clipped += c
                 tokens += t
@@ -391,10 +543,12 @@ class Learner:
                 norm = self.dist.grad_norm(params, self.config.max_grad_norm)
                 sums["grad_norm"] += float(norm)
                 self.optimizer.step()
+                self._unchanged = False
                 self.optimizer.zero_grad(set_to_none=True)
                 steps_taken += 1
         self.updates += 1
         self._prepared = None
+        old_metrics = self._old_metrics() if self._deferred else {}
         grad_norm = sums.pop("grad_norm")  # the same on every rank (gradients are reduced)
         names = list(sums)
         *parts, clipped, tokens = self.dist.total(np.array([*sums.values(), clipped, tokens]))
@@ -410,6 +564,8 @@ class Learner:
             "train/tokens": float(tokens),
             "train/lr": float(self.optimizer.param_groups[0]["lr"]),
             "train/update_s": time.perf_counter() - t0,
+            "train/update_tokens_forwarded": float(self.tokens_forwarded - forwarded0),
+            **old_metrics,
         }
         if want_values:
             metrics["train/value_loss"] = per_step["value"]
@@ -532,6 +688,12 @@ class Learner:
         clipped and counted loss tokens."""
         want_values = bool(targets)
         logp, ent, vals = self._forward(micro, entropy=True, values=want_values)
+        if self._unchanged:  # the policy is still pi_old: this forward is the old pass
+            pos = 0
+            for s in micro:
+                if not s.measured:
+                    self._record_old(s, logp[pos : pos + s.num_tokens], ent[pos : pos + s.num_tokens])
+                pos += s.num_tokens
         dev = logp.device
         ref = None
         if all(s.ref_logp is not None for s in micro):

@@ -150,7 +150,7 @@ def test_rollout_update_and_sync_move_the_engine_to_the_new_policy(engine, model
     assert steps and all(len(s.response_ids) == len(s.sampler_logprobs) for s in steps)
 
     # The learner's recomputed log-probs agree with what the engine reported.
-    metrics = learner.prepare(groups)
+    metrics = learner.prepare(groups, {"old_logprobs"})
     assert metrics["train/logprob_mismatch_max"] < 2e-3
 
     probe = [list(steps[0].prompt_ids)]

@@ -136,12 +136,12 @@ def test_update_moves_log_probs_in_the_advantage_direction() -> None:
     ]
     groups = _group(steps)
     adv = Advantages(values=np.array([1.0, -1.0, 1.0, -1.0]))
-    learner.prepare(groups)
+    learner.prepare(groups, {"old_logprobs"})
     before = [s.old_logp.clone() for s in learner._prepared[1]]
     metrics = learner.update(groups, adv)
     assert metrics["train/optimizer_steps"] == 4.0  # 2 epochs x 2 mini-batches
     assert metrics["train/tokens"] == 2 * 6
-    learner.prepare(groups)
+    learner.prepare(groups, {"old_logprobs"})
     after = [s.old_logp for s in learner._prepared[1]]
     for a, b, sign in zip(before, after, adv.values):
         assert float(torch.sign((b - a).mean())) == sign
@@ -150,12 +150,12 @@ def test_update_moves_log_probs_in_the_advantage_direction() -> None:
 
 def test_micro_batching_accumulates_to_the_same_gradient() -> None:
     """Token-mean over a mini-batch: any micro-batch split gives the same gradient."""
-    learner = Learner(LearnerConfig(), tiny_model())
+    learner = Learner(LearnerConfig(packing=False), tiny_model())
     # Every sample has >= 9 tokens, so a 16-token budget holds one sample per micro-batch.
     steps = [_step(list(range(1, 9 + i)), [40 + i, 41 + i, 42][: 1 + i % 3]) for i in range(6)]
     groups = _group(steps)
     adv = Advantages(values=np.linspace(-1.0, 1.0, 6))
-    learner.prepare(groups)
+    learner.prepare(groups, {"old_logprobs"})
     samples = learner._prepared[1]
     tokens_of = _tokens_of(learner, samples, adv)
     grads = []
@@ -177,7 +177,7 @@ def test_lora_reference_is_the_adapter_disabled_model() -> None:
     learner = Learner(LearnerConfig(lr=5e-3), tiny_model())
     groups = _group([_step([1, 2, 3], [40, 41, 42]), _step([1, 2, 5], [43, 44])])
     learner.update(groups, Advantages(values=np.array([1.0, -1.0])))
-    learner.prepare(groups)
+    learner.prepare(groups, {"old_logprobs"})
     plain = AutoModelForCausalLM.from_pretrained(tiny_model()).eval()
     for sample in learner._prepared[1]:
         ids = torch.tensor([sample.ids])
@@ -339,7 +339,7 @@ def test_objective_matches_todays_formula_on_the_tiny_model() -> None:
     steps = [_step([1, 2, 3], [40, 41, 42]), _step([1, 2, 5], [43, 44]), _step([7], [45])]
     groups = _group(steps)
     learner.update(groups, Advantages(values=np.array([1.0, -1.0, 0.5])))  # leave the reference
-    learner.prepare(groups)
+    learner.prepare(groups, {"old_logprobs"})
     samples = learner._prepared[1]
     gen = torch.Generator().manual_seed(0)
     for s in samples:  # an older policy, so that some ratios leave the clip range
@@ -388,7 +388,7 @@ def test_masked_steps_get_no_gradient_and_leave_the_denominator() -> None:
     grads, sums = [], []
     for kept, mask in ((steps, np.array([True, False, True])), ([steps[0], steps[2]], None)):
         groups = _group(kept)
-        learner.prepare(groups)
+        learner.prepare(groups, {"old_logprobs"})
         samples = learner._prepared[1]
         a = Advantages(values=adv if mask is not None else adv[[0, 2]], mask=mask)
         learner.optimizer.zero_grad(set_to_none=True)
@@ -435,7 +435,7 @@ def test_step_weights_scale_their_contribution() -> None:
     steps = [_step([1, 2, 3], [40, 41]), _step([4, 5], [50, 51, 52])]
     groups = _group(steps)
     learner.update(groups, Advantages(values=np.array([1.0, -1.0])))
-    learner.prepare(groups)
+    learner.prepare(groups, {"old_logprobs"})
     samples = learner._prepared[1]
     values = np.array([0.8, -0.6])
     grads, sums = [], []
