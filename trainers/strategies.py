@@ -65,6 +65,9 @@ class RolloutStrategy(ABC):
     name: ClassVar[str] = ""
     #: Whether the strategy can run with asynchronous (staleness-bounded) rollouts.
     supports_async: ClassVar[bool] = False
+    #: Whether the strategy restores envs to intermediate states (``snapshot_many`` /
+    #: ``restore_many``); the config refuses it on an env with ``branching = "none"``.
+    needs_branching: ClassVar[bool] = False
 
     @abstractmethod
     def collect(

@@ -191,3 +191,21 @@ def test_llm_branch_rebuilds_the_recorded_prompt_without_regenerating(hf, contex
             assert a.prompt_ids == b.prompt_ids and a.response_ids == b.response_ids
             assert a.sampler_logprobs == b.sampler_logprobs
         assert cont.steps[t].prompt_ids == traj.steps[t].prompt_ids
+
+
+def test_config_refuses_branching_on_an_env_that_cannot_branch(monkeypatch):
+    from creditgym.credit.grpo import GRPO
+    from creditgym.trainers.config import ConfigError, from_dict
+    from creditgym.trainers.strategies import LockstepStrategy
+
+    env = {"env": {"id": "creditgym/OpenEnv-v0"}, "credit": {"name": "grpo"}}
+    from_dict(env)  # lockstep needs no branching
+    monkeypatch.setattr(LockstepStrategy, "needs_branching", True)
+    with pytest.raises(ConfigError, match=r"rollout.strategy='lockstep' needs env branching.*"
+                       r"creditgym/OpenEnv-v0 cannot branch"):  # fmt: skip
+        from_dict(env)
+    from_dict({"env": {"id": "creditgym/KeyRooms-v0"}})  # KeyRooms branches
+    monkeypatch.setattr(LockstepStrategy, "needs_branching", False)
+    monkeypatch.setattr(GRPO, "needs", frozenset({"branching"}))
+    with pytest.raises(ConfigError, match="credit method 'grpo' needs env branching"):
+        from_dict(env)
