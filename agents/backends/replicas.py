@@ -88,15 +88,22 @@ class ReplicaSet:
         health_interval_s: float = 5.0,
         request_timeout: float = 600.0,
         retries: int = 1,
+        export_lm_head: bool | None = None,
         **server_kwargs: Any,
     ):
         """Connect to ``replicas`` (URLs), or start ``num_replicas`` servers on ``model_path``.
 
         ``server_kwargs`` go to each started `VLLMServerBackend` (``max_model_len``,
         ``kv_cache_gb``, ...). ``retries`` is each client's extra attempts before its replica
-        is taken out.
+        is taken out. ``export_lm_head`` makes weight exports carry ``lm_head.weight`` (needed
+        when the servers serve an untied copy of a tied model, as the ones started here do;
+        default: True for started servers, False for URLs).
         """
         del learner
+        if replicas and server_kwargs:
+            raise ValueError(
+                f"options {sorted(server_kwargs)} start servers, but replicas lists running ones"
+            )
         if not replicas and num_replicas < 1:
             raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
         if replicas and num_replicas > 1:
@@ -128,6 +135,9 @@ class ReplicaSet:
             self.close()
             raise RuntimeError(f"replicas {not_training} do not return sampled token ids")
         self.supports_training = True
+        if export_lm_head is None:
+            export_lm_head = any(getattr(r.client, "_with_lm_head", False) for r in self.replicas)
+        self.export_lm_head = bool(export_lm_head)
         self.max_model_len = min(
             (r.client.max_model_len for r in self.replicas if r.client.max_model_len),
             default=None,
@@ -315,8 +325,9 @@ class ReplicaSet:
         self.check_health()
         self._check_left()
         target = self.version + 1
-        with_lm_head = any(getattr(r.client, "_with_lm_head", False) for r in self.replicas)
-        folder = export_weights(learner, self._sync_root / f"v{target}", with_lm_head=with_lm_head)
+        folder = export_weights(
+            learner, self._sync_root / f"v{target}", with_lm_head=self.export_lm_head
+        )
         t1 = time.perf_counter()
         live = [r for r in self.replicas if r.live]
         problems = list(self._pool.map(lambda r: self._load(r, folder, target), live))

@@ -9,6 +9,7 @@ same updates: the parameters are compared with ``torch.equal``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,13 @@ from creditgym.agents.backends import register_backend
 from creditgym.agents.backends.hf import HFBackend
 from creditgym.agents.backends.replay import RecordingBackend, ReplayBackend
 from creditgym.agents.base import Turn
+from creditgym.trainers import samplers
 from creditgym.trainers.async_rollout import AsyncRollouts, staleness_metrics
 from creditgym.trainers.config import ConfigError, load_config
 from creditgym.trainers.dump import read_rows
 from creditgym.trainers.logger import read_metrics
 from creditgym.trainers.shards import EnvPool
-from creditgym.trainers.train import Trainer
+from creditgym.trainers.train import Trainer, group_seeds
 
 TINY = [
     "model.name=tiny",
@@ -115,8 +117,8 @@ def test_async_staleness_is_bounded_and_resume_regenerates(tmp_path: Path) -> No
     for r in records:
         assert r["rollout/staleness_max"] <= 1
         assert 0.0 <= r["train/tis_clip_frac"] <= 1.0
-    # Resume to 3 iterations: iteration 3's batch is drawn again from the checkpointed sampler,
-    # so it plays the tasks a fresh sync run plays in its iteration 3.
+    # Resume to 3 iterations: batch 3 (maybe in flight when the first run ended) is drawn again
+    # from the checkpointed sampler, so every iteration plays the sampler's tasks in order.
     cfg = load_config(None, [*TINY, f"run_dir={tmp_path / 'run'}", *extra, "train.iterations=3"])
     resumed = Trainer(cfg, resume=True, argv=["test"])
     try:
@@ -125,12 +127,14 @@ def test_async_staleness_is_bounded_and_resume_regenerates(tmp_path: Path) -> No
         resumed.close()
     records = read_metrics(resumed.folder.metrics)
     assert [r["iteration"] for r in records] == [1, 2, 3]
-    sync = _run(tmp_path, "sync", "train.iterations=3", "backend.name=hf")
-    tasks = {r["iteration"]: r["rollout/tasks"] for r in read_metrics(sync.folder.metrics)}
-    assert records[2]["rollout/tasks"] == tasks[3]
-    assert {r["group_seed"] for r in read_rows(resumed.folder.trajectories(3))} == {
-        r["group_seed"] for r in read_rows(sync.folder.trajectories(3))
-    }
+    size = json.loads(resumed.folder.meta.read_text())["created"]["panels"]["train"]["size"]
+    sampler = samplers.make(cfg.sampler.name, num_tasks=size, seed=cfg.seed)
+    expected = [sampler.next(cfg.rollout.tasks_per_iteration) for _ in range(3)]
+    assert [r["rollout/tasks"] for r in records] == expected
+    seeds = group_seeds(cfg.seed, 3, cfg.rollout.tasks_per_iteration)
+    assert sorted({r["group_seed"] for r in read_rows(resumed.folder.trajectories(3))}) == sorted(
+        seeds
+    )
 
 
 class _FirstAction:
