@@ -15,7 +15,8 @@ batched `agent.act` call per turn for the episodes still running (finished episo
 All G members of a group reset with the same task and seed. An env that raises, or reports
 ``info["error"]`` (an infrastructure failure such as a dead server), ends that episode: it is
 counted, its env is rebuilt (by the shard), and the trajectory is dropped from its group, so
-nothing is ever trained on a broken episode.
+nothing is ever trained on a broken episode. A group that lost members keeps the rest if at least
+2 remain (`keep_group`); otherwise the whole group is dropped.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "LockstepStrategy",
     "assemble",
     "contexts_for",
+    "keep_group",
     "record_step",
     "start_episodes",
     "RolloutBatch",
@@ -260,13 +262,25 @@ def assemble(
     """Finished trajectories by group (in member order) and the errored ones, dropped."""
     groups = [TrajectoryGroup(task_id="", seed=int(seed), env_id=pool.env_id) for seed in seeds]
     dropped: list[Trajectory] = []
+    lost = [0] * len(groups)
     for ep in episodes:
         if ep.traj.error is not None:
             dropped.append(ep.traj)
+            lost[ep.group] += 1
             continue
         groups[ep.group].trajectories.append(ep.traj)
         groups[ep.group].task_id = ep.traj.task_id
+    for b, group in enumerate(groups):
+        if not keep_group(len(group.trajectories), lost[b]):
+            dropped.extend(group.trajectories)
+            group.trajectories = []
     return groups, dropped
+
+
+def keep_group(remaining: int, lost: int) -> bool:
+    """Whether a group that lost `lost` members to env errors trains on its `remaining` ones:
+    a group that lost none is kept whatever its size; one that lost some needs >= 2 left."""
+    return lost == 0 or remaining >= 2
 
 
 def _check_expert(pool: EnvPool, agent: Agent) -> bool:
@@ -324,4 +338,7 @@ class LockstepStrategy(RolloutStrategy):
         groups, dropped = assemble(pool, episodes, seeds)
         timings = {"time_env_s": t_env, "time_agent_s": t_agent}
         stats.update(batch_stats(groups, dropped, turn, timings))
+        emptied = sum(1 for g in groups if not g.trajectories)
+        if emptied:  # groups left with < 2 members after env errors (absent when none)
+            stats["dropped_groups"] = float(emptied)
         return RolloutBatch(groups=groups, stats=dict(stats), dropped=dropped)

@@ -294,6 +294,9 @@ class Trainer:
         metrics.pop("rollout/time_env_s", None)
         metrics.pop("rollout/time_agent_s", None)
         metrics["rollout/generated_tokens"] = float(gen_tokens)
+        # env-shard faults of this iteration (restarts, timeouts, recycles, lost episodes)
+        metrics.update({f"rollout/{k_}": float(v) for k_, v in self.pool.take_counters().items()})
+        metrics.setdefault("rollout/dropped_groups", 0.0)
         metrics["rollout/tasks"] = [int(t) for t in tasks]
         metrics.update({f"agent/{k_}": v for k_, v in agent_metrics.items()})
         return groups, metrics

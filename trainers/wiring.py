@@ -27,6 +27,7 @@ __all__ = [
     "make_generation_backend",
     "make_learner",
     "make_pools",
+    "shard_options",
 ]
 
 # Silence tokenizers' fork warning in env worker processes started after tokenisation.
@@ -125,10 +126,31 @@ def make_generation_backend(cfg: TrainConfig, model_path: str, learner: Any) -> 
     return backend
 
 
+def shard_options(cfg: TrainConfig) -> dict[str, Any]:
+    """`EnvPool` keyword arguments of the ``rollout:`` (and, for Ray, ``ray:``) sections."""
+    r = cfg.rollout
+    options: dict[str, Any] = {
+        "backend": r.env_backend,
+        "envs_per_shard": r.envs_per_shard,
+        "step_timeout_s": r.step_timeout_s,
+        "recycle_episodes": r.recycle_episodes,
+        "recycle_rss_mb": r.recycle_rss_mb,
+        "max_failed_rebuilds": r.max_failed_rebuilds,
+    }
+    if r.env_backend == "ray":
+        options.update(
+            ray_address=cfg.ray.address,
+            ray_num_cpus=cfg.ray.num_cpus,
+            ray_cpus_per_shard=cfg.ray.cpus_per_shard,
+            ray_resources=dict(cfg.ray.shard_resources),
+        )
+    return options
+
+
 def make_pools(cfg: TrainConfig) -> tuple[EnvPool, EnvPool | None]:
     """The training pool (B x G envs on the train split) and the eval pool (None without eval)."""
     b, g = cfg.rollout.tasks_per_iteration, cfg.rollout.group_size
-    shards = {"backend": cfg.rollout.env_backend, "envs_per_shard": cfg.rollout.envs_per_shard}
+    shards = shard_options(cfg)
     pool = EnvPool(
         cfg.env.id, b * g, split=cfg.env.train_split, env_kwargs=cfg.env.kwargs, **shards
     )

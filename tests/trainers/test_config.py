@@ -205,7 +205,11 @@ def test_a_registered_backend_can_be_named_and_unknown_ones_list_the_registry() 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("rollout.env_backend=ray", r"unknown env backend 'ray' \(registered: \['inprocess'\]\)"),
+        (
+            "rollout.env_backend=rey",
+            r"unknown env backend 'rey'; did you mean ray\? "
+            r"\(registered: \['inprocess', 'process', 'ray'\]\)",
+        ),
         ("rollout.strategy=async", r"unknown rollout strategy 'async'.*'lockstep'"),
         ("sampler.name=prio", r"unknown task sampler 'prio'.*'uniform'"),
         ("loss.policy=ppo", r"unknown policy loss 'ppo'; did you mean ppo_clip"),

@@ -17,7 +17,15 @@ import pytest
 
 from creditgym.agents.backends.base import SamplingConfig
 from creditgym.agents.llm import LLMAgent
-from creditgym.trainers import answer_scoring, evaluation, loss, losses, shards, warmstart
+from creditgym.trainers import (
+    answer_scoring,
+    evaluation,
+    loss,
+    losses,
+    shard_remote,
+    shards,
+    warmstart,
+)
 from creditgym.trainers.bench_config import BenchmarkConfig
 from creditgym.trainers.config import (
     AgentConfig,
@@ -78,6 +86,10 @@ PAIRS = [
     (shards.EnvPool.__init__, "split", EnvConfig, "train_split"),
     (shards.EnvPool.__init__, "backend", RolloutConfig, "env_backend"),
     (shards.EnvPool.__init__, "envs_per_shard", RolloutConfig, "envs_per_shard"),
+    *[
+        (shard_remote.RemoteShard.__init__, name, RolloutConfig, name)
+        for name in ("step_timeout_s", "recycle_episodes", "recycle_rss_mb", "max_failed_rebuilds")
+    ],
 ]
 
 

@@ -80,13 +80,15 @@ def test_groups_share_task_and_seed_and_finished_episodes_never_act():
 
 
 def test_env_crashes_are_counted_dropped_and_the_env_rebuilt():
-    pool = EnvPool("test/Walk-v0", 4)
-    agent = Scripted({(1, 0): "crash", (2, 1): "flaky"})
-    batch = collect(pool, agent, task_indices=[2, 2], group_size=2, seeds=[0, 1])
-    assert batch.stats["env_errors"] == 2
-    assert batch.stats["dropped"] == 2
-    assert [len(g) for g in batch.groups] == [1, 1]
+    """Group 0 loses one member of 3 and keeps 2; group 1 loses two and is dropped whole."""
+    pool = EnvPool("test/Walk-v0", 6)
+    agent = Scripted({(1, 0): "crash", (3, 1): "flaky", (4, 1): "flaky"})
+    batch = collect(pool, agent, task_indices=[2, 2], group_size=3, seeds=[0, 1])
+    assert batch.stats["env_errors"] == 3
+    assert batch.stats["dropped"] == 4 and batch.stats["dropped_groups"] == 1
+    assert [len(g) for g in batch.groups] == [2, 0]
     assert "engine died" in batch.dropped[0].error
+    assert batch.dropped[-1].error is None  # the survivor of the dropped group
     assert pool.restarts == 1 and pool.health()["restarts"] == 1
     # The rebuilt env works on the next collection.
     again = collect(pool, Scripted(), task_indices=[0, 0], group_size=2, seeds=[0, 1])
