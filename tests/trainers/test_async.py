@@ -193,3 +193,25 @@ def test_async_refuses_a_strategy_without_async_support() -> None:
         load_config(None, ["rollout.mode=sync", "rollout.strategy=test-sync-only"])
     finally:
         strategies._STRATEGIES.unregister("test-sync-only")
+
+
+def test_decoupled_ppo_weights_the_clipped_surrogate() -> None:
+    """w = min(pi_prox / mu, cap) multiplies each token's PPO-clip loss (clipped against
+    pi_prox); tokens whose weight hit the cap are counted."""
+    from creditgym.trainers.loss import PPOClip, TokenBatch, ppo_clip
+
+    logp = torch.tensor([-1.0, -2.0, -0.5, -1.5])
+    prox = torch.tensor([-1.1, -2.0, -0.4, -1.5])
+    mu = torch.tensor([-1.1, -3.0, -0.2, -1.0])  # weights 1, e^1 -> 2 (capped), e^-0.2, e^-0.5
+    adv = torch.tensor([1.0, -1.0, 0.5, 2.0])
+    ones = torch.ones(4)
+    batch = TokenBatch(logp, prox, adv, ones, ones, 4.0, sampler_logp=mu)
+    out = PPOClip(0.2, 0.2, tis_cap=2.0)(batch)
+    weight = torch.clamp(torch.exp(prox - mu), max=2.0)
+    per_token, _ = ppo_clip(logp, prox, adv, 0.2, 0.2)
+    assert torch.allclose(out.loss, (weight * per_token).sum() / 4)
+    assert float(out.weight_clip_count) == 1.0
+    assert torch.allclose(out.weight_sum, weight.sum())
+    plain = PPOClip(0.2, 0.2)(TokenBatch(logp, prox, adv, ones, ones, 4.0))
+    assert plain.weight_clip_count is None
+    assert torch.allclose(plain.loss, per_token.sum() / 4)
