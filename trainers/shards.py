@@ -207,10 +207,17 @@ class EnvShard(ABC):
         """Start `method` (``"reset_many"``, ``"step_many"``, ...) on `calls`; one future each.
 
         This default runs the batched method in the calling thread and returns done futures (an
-        exception it raises propagates from here). Remote backends return at once, and their
-        futures resolve as each call's result arrives.
+        exception it raises is set on every one of them). Remote backends return at once, and
+        their futures resolve as each call's result arrives.
         """
-        return [_done_future(r) for r in getattr(self, method)(list(calls))]
+        try:
+            results = getattr(self, method)(list(calls))
+        except Exception as exc:
+            failed: list[Future] = [Future() for _ in calls]
+            for fut in failed:
+                fut.set_exception(exc)
+            return failed
+        return [_done_future(r) for r in results]
 
     @property
     @abstractmethod
