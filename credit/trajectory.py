@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_INVALID_PENALTY",
+    "ROLES",
     "Step",
     "Trajectory",
     "TrajectoryGroup",
@@ -27,6 +28,12 @@ __all__ = [
     "flat_steps",
     "total_steps",
 ]
+
+
+#: `Trajectory.role` values: a rollout from reset, an R^3L retry (distilled: guidance removed
+#: from its prompts) and the same retry with guidance, a reflection, a branch continuation, an MC
+#: continuation (never trained on).
+ROLES = ("base", "retry", "retry_guided", "reflection", "replayed", "mc")
 
 
 @dataclass
@@ -66,6 +73,13 @@ class Step:
     answer_logprob_after: float | None = None
     #: Free-form extras (e.g. HiPER's parsed switch/subgoal).
     extras: dict[str, Any] = field(default_factory=dict)
+    # Branching rollouts (ALGORITHMS-2.md, "Interfaces this wave adds"); None off a tree.
+    #: Tree node this step belongs to: a prefix step shared by several leaves has one node id.
+    node_id: str | None = None
+    #: Node of the parent segment (None at the root's children and off a tree).
+    parent_node_id: str | None = None
+    #: SPO-chain: Monte-Carlo estimate of V(state before this step) when a segment starts here.
+    mc_value: float | None = None
 
     def penalized_reward(self, invalid_penalty: float = DEFAULT_INVALID_PENALTY) -> float:
         """r_t as ALGORITHMS.md defines it: the env reward minus the invalid-action penalty."""
@@ -84,6 +98,16 @@ class Trajectory:
     #: Set when an infrastructure error ended the episode (it is then never trained on).
     error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # Branching rollouts (ALGORITHMS-2.md, "Interfaces this wave adds").
+    #: The tree this trajectory is a leaf of (Tree-GRPO, SPO-tree); None off a tree.
+    tree_id: str | None = None
+    #: What the trajectory is: one of `ROLES` ("base" for an ordinary rollout).
+    role: str = "base"
+    #: R^3L / branches: the step the trajectory leaves its source at (steps before it are the
+    #: source's recorded prefix); None for a rollout from reset.
+    pivot: int | None = None
+    #: R^3L: id shared by a base trajectory and its retries.
+    pair_id: str | None = None
 
     def __len__(self) -> int:
         return len(self.steps)

@@ -400,6 +400,11 @@ class LearnerConfig:
     w = min(pi_prox / mu, tis_cap), pi_prox the old-log-prob pass, mu the sampler's log-prob."""
     tis_cap: float = Field(2.0, gt=0)
     """Truncation of the decoupled-PPO importance weight w = pi_prox / mu (TIS)."""
+    opmd_tau: float = Field(1.0, ge=0)
+    """R^3L's policy loss "opmd": -A log pi / (1 + opmd_tau), no ratio, no clip (tau = 1)."""
+    prob_mask: float | None = Field(None, gt=0, le=1)
+    """SPO's probability mask: response tokens with p_old >= this leave the loss, its terms
+    and the token counts (0.9 in SPO; None: off). Needs the sampler's log-probs."""
     kl_coef: float = 0.01
     """Weight of the "kl" loss term, KL(pi || reference) (0 disables it and skips the reference
     pass)."""

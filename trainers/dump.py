@@ -69,6 +69,17 @@ one as null)::
                                      (null off the env's model)
     reference_kind        str|null   what ``reference_advantage`` is (e.g. "exact A^π (γ = 0.95)")
 
+Branching fields (optional, schema 2; written only when set, i.e. not null and, for ``role``,
+not "base"; see ALGORITHMS-2.md "Interfaces this wave adds")::
+
+    node_id               str        the step's tree node (a shared prefix step has one node id)
+    parent_node_id        str        the parent node
+    mc_value              float      SPO-chain: MC estimate of V(state before the step)
+    tree_id               str        the trajectory's tree (Tree-GRPO, SPO-tree)
+    role                  str        the trajectory's role (`creditgym.credit.trajectory.ROLES`)
+    pivot                 int        the step the trajectory leaves its source at (R^3L retry)
+    pair_id               str        id shared by an R^3L base and its retries
+
 Schema version 1 is the unversioned format written before ``schema_version`` existed (no token
 arrays, values, spans or extras; ``valid`` instead of ``action_valid``). `read_rows` still reads
 it (renaming ``valid``); `load_dump` refuses it, since credit cannot be recomputed from it.
@@ -253,9 +264,32 @@ def trajectory_rows(
                     "episode_info": traj.info,
                 }
                 row.update(_step_row(step, pos, advantages))
+                row.update(_branch_fields(traj, step))
                 rows.append(row)
                 pos += 1
     return rows
+
+
+#: Optional branching fields: (name, owner, default) -- written only when not the default.
+BRANCH_FIELDS = (
+    ("node_id", "step", None),
+    ("parent_node_id", "step", None),
+    ("mc_value", "step", None),
+    ("tree_id", "traj", None),
+    ("role", "traj", "base"),
+    ("pivot", "traj", None),
+    ("pair_id", "traj", None),
+)
+
+
+def _branch_fields(traj: Trajectory, step: Step) -> dict[str, Any]:
+    """The branching fields of a row that differ from their defaults."""
+    out = {}
+    for name, owner, default in BRANCH_FIELDS:
+        value = getattr(step if owner == "step" else traj, name, default)
+        if value != default:
+            out[name] = float(value) if name == "mc_value" else value
+    return out
 
 
 def add_reference(
@@ -334,6 +368,9 @@ def _step_from_row(row: dict[str, Any]) -> Step:
         answer_logprob_before=row.get("answer_logprob_before"),
         answer_logprob_after=row.get("answer_logprob_after"),
         extras=dict(row.get("extras") or {}),
+        node_id=row.get("node_id"),
+        parent_node_id=row.get("parent_node_id"),
+        mc_value=row.get("mc_value"),
     )
 
 
@@ -344,6 +381,10 @@ def _trajectory_from_row(row: dict[str, Any]) -> Trajectory:
         won=bool(row["won"]),
         task_type=row["task_type"],
         info=dict(row.get("episode_info") or {}),
+        tree_id=row.get("tree_id"),
+        role=row.get("role") or "base",
+        pivot=row.get("pivot"),
+        pair_id=row.get("pair_id"),
     )
 
 

@@ -762,12 +762,23 @@ class Learner:
     def _token_mask_and_weight(
         self, sample: _Sample, step_mask: np.ndarray, step_weight: np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each step's mask (1.0 / 0.0) and weight on its own response tokens."""
+        """Each step's mask (1.0 / 0.0) and weight on its own response tokens; with
+        ``prob_mask`` (SPO) a token whose sampler probability is >= it is masked too."""
         mask = torch.ones(sample.num_tokens, dtype=torch.float32)
         weight = torch.ones(sample.num_tokens, dtype=torch.float32)
-        for index, _, off, k in sample.parts:
+        threshold = getattr(self.config, "prob_mask", None)
+        for index, step, off, k in sample.parts:
             if not step_mask[index]:
                 mask[off : off + k] = 0.0
+            elif threshold is not None:
+                lp = step.sampler_logprobs
+                if lp is None or len(lp) != k:
+                    raise ValueError(
+                        f"learner.prob_mask needs the sampler's log-prob of every response "
+                        f"token; a step has {None if lp is None else len(lp)} for {k} tokens"
+                    )
+                high = torch.exp(torch.as_tensor(lp, dtype=torch.float64)) >= threshold
+                mask[off : off + k][high] = 0.0
             if step_weight[index] != 1.0:
                 weight[off : off + k] = float(step_weight[index])
         return mask, weight

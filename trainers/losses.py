@@ -114,3 +114,7 @@ def _entropy(config: Any) -> Any:
     from creditgym.trainers.loss import EntropyTerm
 
     return EntropyTerm(config.entropy_coef)
+
+
+# R^3L (issue 18) registers the policy loss "opmd".
+from creditgym.trainers import r3l_loss  # noqa: E402, F401
