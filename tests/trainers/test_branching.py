@@ -209,3 +209,24 @@ def test_config_refuses_branching_on_an_env_that_cannot_branch(monkeypatch):
     monkeypatch.setattr(GRPO, "needs", frozenset({"branching"}))
     with pytest.raises(ConfigError, match="credit method 'grpo' needs env branching"):
         from_dict(env)
+
+
+@pytest.mark.slow  # spawns worker processes
+def test_branching_through_the_process_backend_equals_in_process():
+    def run(backend):
+        pool = EnvPool(
+            "creditgym/KeyRooms-v0", 8, env_kwargs=SMALL, backend=backend, envs_per_shard=4
+        )
+        with pool:
+            trajs = [
+                t
+                for g in collect(pool, TabularSoftmaxAgent(seed=0), [0, 1], 2, [0, 1]).groups
+                for t in g.trajectories
+            ]
+            requests = [BranchRequest(trajs[0], 2, 3), BranchRequest(trajs[3], 1, 3)]
+            batch = branch_many(pool, TabularSoftmaxAgent(seed=1), requests, snapshot_end=True)
+        conts = [[_fields(s) for s in c.steps] for r in batch.results for c in r.continuations]
+        ends = [s.state_key for r in batch.results for s in r.end_snapshots]
+        return conts, ends, batch.stats["generated"]
+
+    assert run("process") == run("inprocess")
