@@ -50,7 +50,8 @@ _TRAJ_FIELDS = {f.name for f in dataclasses.fields(Trajectory)}
 
 @dataclass(frozen=True)
 class BranchRequest:
-    """Continue `traj` k times from the state before its step `t` (``0 <= t < len(traj)``).
+    """Continue `traj` k times from the state before its step `t` (``0 <= t < len(traj)``, or
+    ``t = len(traj)``: after its last step, for an open trajectory, e.g. one cut by a horizon).
 
     `snapshot` (optional) is that state as an `EnvSnapshot` (e.g. taken with ``snapshot_many``
     during the rollout, native where the env has native snapshots); by default it is built from
@@ -94,10 +95,14 @@ def _check(request: BranchRequest) -> None:
     n = len(request.traj)
     if request.k < 1:
         raise ValueError(f"a branch needs k >= 1 continuations, got k={request.k}")
-    if not 0 <= request.t < n:
+    last = request.traj.steps[-1] if n else None
+    # t = n continues an open trajectory (cut by a horizon: its end state is not terminal).
+    open_end = last is not None and not (last.terminated or last.truncated)
+    if not (0 <= request.t < n or (request.t == n and (open_end or request.snapshot))):
         raise ValueError(
             f"branch step t={request.t} is outside [0, {n}) for a trajectory of {n} steps "
-            "(the state after the last step is terminal or truncated)"
+            "(t = len(traj) only when its last step neither terminated nor truncated, or with "
+            "a snapshot)"
         )
     if request.traj.error is not None:
         raise ValueError(
@@ -222,8 +227,9 @@ def branch_many(
     dropped: list[Trajectory] = []
     failed_restore: set[int] = set()
     for n, (ep, res) in enumerate(zip(episodes, restored)):
-        expected = requests[ep.group].traj.steps[requests[ep.group].t].observation
-        if res.error is None and res.obs != expected:
+        src, t = requests[ep.group].traj, requests[ep.group].t
+        expected = src.steps[t].observation if t < len(src) else None
+        if res.error is None and expected is not None and res.obs != expected:
             res.error = "BranchDivergence: the restored observation differs from the recorded one"
             res.diverged = True
         if res.error is not None:

@@ -230,3 +230,19 @@ def test_branching_through_the_process_backend_equals_in_process():
         return conts, ends, batch.stats["generated"]
 
     assert run("process") == run("inprocess")
+
+
+def test_open_continuations_branch_again_from_their_end():
+    """A tree's next level: continuations cut by a horizon branch from their last state, from
+    the record (replay) or from their end snapshots (native), with the same results."""
+    pool, agent, trajs = _record("medium", tasks=(3,), g=1)
+    first = branch(pool, agent, trajs[0], 0, 2, horizon=2, snapshot_end=True)
+    leaf = first.continuations[0]
+    assert len(leaf) == 2 and leaf.info["branch"]["open"]
+    follow = FollowRecord(trajs[0])  # plays the source's actions by step number
+    by_record = branch(pool, follow, leaf, 2, 1, horizon=1)
+    request = BranchRequest(leaf, 2, 1, snapshot=first.end_snapshots[0])
+    by_snapshot = branch_many(pool, follow, [request], horizon=1).results[0]
+    a, b = by_record.continuations[0], by_snapshot.continuations[0]
+    assert len(a) == 3 and [_fields(s) for s in a.steps] == [_fields(s) for s in b.steps]
+    assert a.steps[2].state_key == leaf.steps[1].next_state_key
