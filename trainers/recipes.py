@@ -158,3 +158,33 @@ class IterationContext:
 
 
 __all__ += ["IterationContext"]
+
+# issue 18: the branching methods (trainers/strategies_branching.py).
+register_recipe(
+    "spo_chain",
+    credit="spo_chain",
+    strategy="mc_chain",
+    strategy_options={"n_mc": 4, "cutpoint": "turn"},
+    description="SPO-chain: MC values at every turn boundary (4 continuations), segment advantages",
+)
+register_recipe(
+    "spo_tree",
+    credit="spo_tree",
+    strategy="tree",
+    strategy_options={"mode": "spo", "branching": (6, 6, 6), "segment_turns": 1},
+    description="SPO-tree: 6-6-6 tree of 1-turn nodes, edge advantages V(n) - V(parent), edge buffer",
+)
+register_recipe(
+    "tree_grpo",
+    credit="tree_grpo",
+    strategy="tree",
+    strategy_options={"mode": "tree_grpo", "m": 2, "n": 2, "l": 1, "k": 3},
+    description="Tree-GRPO: M=2 trees, L=1 expansion of N=2 nodes, K=3 leaves; intra + inter GRPO",
+)
+register_recipe(
+    "r3l",
+    credit="r3l",
+    strategy="retry",
+    strategy_options={"reflector": "expert"},
+    description="R^3L: G/2 bases, expert-guided retry from the first non-expert step, alpha = 3",
+)

@@ -342,3 +342,7 @@ class LockstepStrategy(RolloutStrategy):
         if emptied:  # groups left with < 2 members after env errors (absent when none)
             stats["dropped_groups"] = float(emptied)
         return RolloutBatch(groups=groups, stats=dict(stats), dropped=dropped)
+
+
+# Branching strategies (issue 18): mc_chain, tree, retry.
+from creditgym.trainers import strategies_branching  # noqa: E402, F401
