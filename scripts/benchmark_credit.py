@@ -36,6 +36,7 @@ from creditgym.agents import TabularSoftmaxAgent
 from creditgym.agents.expert_prior import ExpertPriorHierTabularAgent, ExpertPriorTabularAgent
 from creditgym.agents.hier_tabular import HierTabularAgent
 from creditgym.envs.base import Panel
+from creditgym.envs.branching import require_branching
 from creditgym.trainers import recipes, samplers, strategies
 from creditgym.trainers.bench_config import BenchmarkConfig
 from creditgym.trainers.config import ConfigError, load, parse_overrides
@@ -244,6 +245,10 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         if recipe.sampler is not None
         else None
     )
+    if sampler is not None and hasattr(sampler, "bind_task_types"):  # DUMP: task types
+        from creditgym.trainers.curricula import panel_task_types
+
+        sampler.bind_task_types(panel_task_types(cfg.env, "train", cfg.env_kwargs, tasks))
     buffer = _plugin("buffer", recipe.buffer, recipe.buffer_options)
     tracker = _plugin("tracker", recipe.tracker, recipe.tracker_options)
     plugins = (sampler, buffer, tracker)
@@ -641,6 +646,23 @@ def parse_args(argv: list[str] | None) -> BenchmarkConfig:
         raise SystemExit(2) from None
 
 
+def prepare(cfg: BenchmarkConfig) -> tuple[BenchmarkConfig, dict | None]:
+    """Checks and work shared by every run: the MC reference needs an env that can branch, and
+    the expert-prior beta (envs without a model) is calibrated once here, not once per run."""
+    pool = EnvPool(cfg.env, 1, split="train", env_kwargs=cfg.env_kwargs)
+    try:
+        has_model = pool.description.has_model
+        if use_mc(cfg, has_model):
+            require_branching(cfg.env, "the MC reference")
+        if has_model or cfg.prior_beta is not None or cfg.prior_success <= 0:
+            return cfg, None
+        tasks = list(range(min(cfg.tasks, len(pool.panel))))
+        calibration = calibrate_expert_prior(cfg, pool, tasks)
+    finally:
+        pool.close()
+    return cfg.model_copy(update={"prior_beta": calibration["beta"]}), calibration
+
+
 def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
     from rich.markdown import Markdown
@@ -653,6 +675,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     cfg = parse_args(argv)
+    cfg, calibration = prepare(cfg)
     out = Path(cfg.out)
     workers = cfg.workers or min(2, mp.cpu_count())
     out.mkdir(parents=True, exist_ok=True)
@@ -696,6 +719,8 @@ def main(argv: list[str] | None = None) -> dict:
                                 break
                     runs = pending.get()
     summary = summarise(cfg, runs)
+    if calibration is not None:
+        summary["config"]["prior_calibration"] = calibration
     summary["wall_time_s"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(markdown(summary))

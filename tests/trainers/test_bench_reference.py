@@ -152,3 +152,18 @@ def test_expert_prior_starts_on_the_expert_action():
     assert success[-1] == 1.0 and success[0] <= success[1] <= success[2]
     with pytest.raises(ValueError, match="prior_beta"):
         ExpertPriorTabularAgent(-1.0)
+
+
+def test_expert_prior_beta_is_bisected_on_seeded_rollouts():
+    bench = _script()
+    cfg = BenchmarkConfig(env_kwargs={"level": "small"}, prior_success=0.5, prior_episodes=2)
+    pool = EnvPool(cfg.env, 4, split="train", env_kwargs=cfg.env_kwargs)
+    try:
+        cal = bench.calibrate_expert_prior(cfg, pool, [0, 1])
+        assert cal["success"] >= 0.5 and cal["episodes"] == 4
+        # seeded: the same beta measures the same; it is the smallest up to the resolution
+        assert bench.expert_prior_success(cfg, pool, [0, 1], cal["beta"]) == cal["success"]
+        lower = bench.expert_prior_success(cfg, pool, [0, 1], cal["beta"] - 2**-10)
+    finally:
+        pool.close()
+    assert lower < 0.5
