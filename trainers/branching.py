@@ -35,13 +35,18 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from creditgym.agents.base import Agent, agent_needs
 from creditgym.credit.trajectory import Trajectory
 from creditgym.envs.branching import EnvSnapshot, branching_of, snapshot_from_record
 from creditgym.trainers.shards import EnvPool, SlotResult
-from creditgym.trainers.strategies import Episode, contexts_for, record_step
+
+if TYPE_CHECKING:
+    from creditgym.trainers.strategies import Episode
+
+# `strategies` is imported where it is used: the branching strategies that `strategies` loads
+# import this module, so a module-level import here would be circular.
 
 __all__ = ["BranchBatch", "BranchRequest", "BranchResult", "branch", "branch_many"]
 
@@ -122,6 +127,8 @@ def _branch_info(request: BranchRequest, index: int, copy_index: int) -> dict[st
 
 
 def _continuation(request: BranchRequest, index: int, slot: int) -> Episode:
+    from creditgym.trainers.strategies import Episode
+
     src, t = request.traj, request.t
     prefix = [copy.copy(s) for s in src.steps[:t]]
     traj = Trajectory(
@@ -189,6 +196,8 @@ def branch_many(
     continuation cut by it has ``info["branch"]["open"] = True``. ``snapshot_end`` also returns
     each kept continuation's final state (`BranchResult.end_snapshots`), e.g. to branch again.
     """
+    from creditgym.trainers.strategies import contexts_for, record_step
+
     for request in requests:
         _check(request)
     if horizon is not None and horizon < 1:
