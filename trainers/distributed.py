@@ -562,6 +562,17 @@ def check_world_size(saved: int, info: DistInfo | None = None) -> None:
         )
 
 
+def check_resume(checkpoints: str | Path, info: DistInfo | None = None) -> None:
+    """`check_world_size` against the newest checkpoint under ``checkpoints`` (if any), reading
+    only its small loop-state file."""
+    from creditgym.trainers.checkpoint import latest_checkpoint
+
+    path = latest_checkpoint(checkpoints)
+    if path is not None:
+        state = torch.load(Path(path) / "state.pt", weights_only=False)
+        check_world_size(int(state.get("loop", {}).get("world_size", 1)), info)
+
+
 def check_supported(config: Any, info: DistInfo | None = None) -> None:
     """Refuse settings a data-parallel run cannot honour, before anything heavy is built."""
     info = info or current()

@@ -32,7 +32,16 @@ import torch
 
 from creditgym.credit.trajectory import TrajectoryGroup, total_steps
 
-__all__ = ["main", "run_recorded", "save_batch", "step_times", "worker"]
+__all__ = [
+    "launch",
+    "main",
+    "read_result",
+    "run_recorded",
+    "save_batch",
+    "step_times",
+    "worker",
+    "worker_jobs",
+]
 
 
 def save_batch(path: str | Path, groups: list[TrajectoryGroup], advantages: np.ndarray) -> Path:
@@ -53,13 +62,31 @@ def worker(
     credit_name: str | None = None,
 ) -> dict[str, Any]:
     """One rank's part (see the module docstring); returns rank 0's result (others: {})."""
+    from creditgym.trainers import distributed
+
+    info = distributed.setup((learner or {}).get("device", "cpu"))
+    try:
+        return _one_job(batch, out, info, updates, mode, model, learner, credit_name)
+    finally:
+        distributed.teardown()
+
+
+def _one_job(
+    batch: str | Path,
+    out: str | Path,
+    info: Any,
+    updates: int,
+    mode: str,
+    model: str,
+    learner: dict[str, Any] | None,
+    credit_name: str | None,
+) -> dict[str, Any]:
     from creditgym import credit
     from creditgym.agents.models import resolve_model
     from creditgym.credit.base import Advantages
     from creditgym.trainers import distributed
     from creditgym.trainers.learner import Learner, LearnerConfig
 
-    info = distributed.setup((learner or {}).get("device", "cpu"))
     torch.manual_seed(0)
     data = torch.load(batch, weights_only=False)
     groups, values = data["groups"], np.asarray(data["advantages"])
@@ -99,8 +126,46 @@ def worker(
         out.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.detach().cpu() for k, v in state.items()}, out / "params.pt")
         (out / "result.json").write_text(json.dumps(result, indent=1))
-    distributed.teardown()
     return result if info.is_main else {}
+
+
+def worker_jobs(batch: str | Path, jobs: list[dict[str, Any]], *, model: str = "tiny") -> None:
+    """Several `worker` runs in one process group (one launch): each job is a dict with
+    ``out`` and optional ``updates``, ``mode``, ``learner`` and ``credit_name``."""
+    from creditgym.trainers import distributed
+
+    info = distributed.setup("cpu")
+    try:
+        for job in jobs:
+            _one_job(
+                batch,
+                job["out"],
+                info,
+                int(job.get("updates", 2)),
+                job.get("mode", "ddp"),
+                model,
+                job.get("learner"),
+                job.get("credit_name"),
+            )
+    finally:
+        distributed.teardown()
+
+
+def launch(args: list[str], nproc: int, timeout: float = 600) -> None:
+    """Run ``python -m creditgym.trainers.dp_check ARGS`` on ``nproc`` local ranks (torchrun)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc-per-node={nproc}", "-m", "creditgym.trainers.dp_check", *args]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dp_check on {nproc} ranks failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def read_result(out: str | Path) -> dict[str, Any]:
+    """A job's ``result.json``, with ``params``: the path of its ``params.pt``."""
+    result = json.loads((Path(out) / "result.json").read_text())
+    result["params"] = str(Path(out) / "params.pt")
+    return result
 
 
 def run_recorded(
@@ -117,36 +182,12 @@ def run_recorded(
 ) -> dict[str, Any]:
     """Launch `worker` on ``nproc`` local ranks with torchrun (gloo on a CPU); return
     ``result.json`` (its ``params`` entry: the path of ``params.pt``)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "creditgym.trainers.dp_check",
-        "--batch",
-        str(batch),
-        "--out",
-        str(out),
-        "--updates",
-        str(updates),
-        "--mode",
-        mode,
-        "--model",
-        model,
-        "--learner",
-        json.dumps(learner or {}),
-    ]
+    args = ["--batch", str(batch), "--out", str(out), "--updates", str(updates)]
+    args += ["--mode", mode, "--model", model, "--learner", json.dumps(learner or {})]
     if credit_name:
-        cmd += ["--credit", credit_name]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"dp_check on {nproc} ranks failed:\n{proc.stdout}\n{proc.stderr}")
-    result = json.loads((Path(out) / "result.json").read_text())
-    result["params"] = str(Path(out) / "params.pt")
-    return result
+        args += ["--credit", credit_name]
+    launch(args, nproc, timeout)
+    return read_result(out)
 
 
 def step_times(
@@ -190,7 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="tiny", help="model name or folder (resolve_model)")
     p.add_argument("--learner", default="{}", help="LearnerConfig fields as JSON")
     p.add_argument("--credit", default=None, help="also run this credit module per rank")
+    p.add_argument(
+        "--jobs", default=None, help="JSON list of jobs for worker_jobs (then --out is unused)"
+    )
     args = p.parse_args(argv)
+    if args.jobs:
+        worker_jobs(args.batch, json.loads(args.jobs), model=args.model)
+        return 0
     worker(
         args.batch,
         args.out,
