@@ -109,6 +109,7 @@ class Trainer:
             self.folder = RunFolder(path)
             if not self.folder.config.exists():
                 raise FileNotFoundError(f"--resume: {path} holds no run (no config.yaml)")
+            distributed.check_resume(self.folder.checkpoints, self.dist)  # before any model load
         elif self.dist.distributed:  # rank 0 picks the fresh folder, every rank uses it
             self.folder = RunFolder(
                 distributed.broadcast_path(
