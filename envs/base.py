@@ -255,7 +255,7 @@ class TextEnv(gym.Env[str, str]):
         # the actions the env received, and the state key after the reset and each action.
         self._trace_seed: tuple[int | None, dict[str, Any] | None] | None = None
         self._trace_actions: list[str] = []
-        self._trace_keys: list[str] = []
+        self._trace_keys: list[str | None] = []
         self._last_info: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- subclass API
@@ -433,7 +433,7 @@ class TextEnv(gym.Env[str, str]):
             seed=seed,
             actions=tuple(self._trace_actions),
             state_key=self._trace_keys[-1],
-            keys=tuple(self._trace_keys),
+            keys=() if None in self._trace_keys else tuple(self._trace_keys),
             rng=copy.deepcopy(rng),
             payload=payload,
         )
@@ -481,7 +481,8 @@ class TextEnv(gym.Env[str, str]):
         }
         self._trace_seed = (snap.seed, copy.deepcopy(snap.rng))
         self._trace_actions = list(snap.actions)
-        self._trace_keys = list(snap.keys) if snap.keys else [""] * snap.step + [key]
+        # (a snapshot without intermediate keys leaves them unknown: None, never checked)
+        self._trace_keys = list(snap.keys) if snap.keys else [None] * snap.step + [key]
         self._last_obs = snap.payload["obs"]
         self._last_info = copy.deepcopy(snap.payload["info"])
         return self._last_obs, copy.deepcopy(self._last_info)
