@@ -52,6 +52,10 @@ Reward 10 when the target goes into the chest (the episode terminates), 0 otherw
 inventory is the items located "inv"); ``info["score"]``: fraction of subgoals done (locks
 opened, target in hand or chest, target delivered); ``info["task_type"]``: the level;
 ``info["subgoals"]``: the subgoal list in order.
+
+Branching: native snapshots (``branching = "snapshot"``) hold the state tuple, so a snapshot
+taken on one instance restores on any other instance of the same level (state ids are interned
+per instance and are never stored).
 """
 
 from __future__ import annotations
