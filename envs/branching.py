@@ -108,6 +108,11 @@ def branching_of(env_id: str) -> str:
     import gymnasium
     from gymnasium.envs.registration import load_env_creator
 
+    if ":" in env_id:  # gymnasium's "module:EnvId" form: importing the module registers the id
+        import importlib
+
+        module, env_id = env_id.split(":", 1)
+        importlib.import_module(module)
     try:
         spec = gymnasium.spec(env_id)
     except gymnasium.error.Error as exc:

@@ -270,6 +270,19 @@ class RolloutConfig(_Section):
     strategy: str = "lockstep"
     """Rollout strategy (`creditgym.trainers.strategies`; "lockstep": every running episode
     advances one turn per batched generation call)."""
+    strategy_options: dict[str, Any] = Field(default_factory=dict)
+    """Options of the named strategy (e.g. tree: ``{"mode": "spo", "branching": [6, 6, 6]}``),
+    checked by building it once."""
+
+    @model_validator(mode="after")
+    def _check_strategy_options(self) -> RolloutConfig:
+        from creditgym.trainers import strategies
+
+        try:
+            strategies.make(self.strategy, **self.strategy_options)
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            raise ValueError(f"rollout.strategy_options for {self.strategy!r}: {exc}") from None
+        return self
     mode: Literal[ROLLOUT_MODES] = "sync"  # type: ignore[valid-type]
     """"sync": each iteration's groups are played, then trained on; "async": episodes advance
     independently while the learner trains, at most ``max_staleness`` versions behind

@@ -30,7 +30,9 @@ All three restore envs to intermediate states through `creditgym.trainers.branch
   base) and, for a retry that won, its guided copy (``role="retry_guided"``, learn-to-retry).
   With a tabular agent the guidance leaves no trace in the prompts, so the distilled retry and
   the guided one hold the same steps. The LLM reflector (the model writes the JSON report of
-  ALGORITHMS-2.md) is not built yet: ``reflector="llm"`` is refused.
+  ALGORITHMS-2.md) is not built yet: ``reflector="llm"`` is refused. ``guide="none"`` lets the
+  policy itself continue from the pivot (no expert action; for LLM agents, whose steps need
+  generated tokens).
 
 None of them supports async rollouts (``supports_async = False``; `TrainConfig` refuses
 ``rollout.mode=async``), and all need env branching (``needs_branching = True``). Every strategy
@@ -67,6 +69,7 @@ __all__ = ["MCChainStrategy", "RetryStrategy", "TreeStrategy"]
 CUTPOINTS = ("turn", "low_prob")
 TREE_MODES = ("spo", "tree_grpo")
 REFLECTORS = ("expert", "llm")
+GUIDES = ("expert", "none")
 
 
 def _choice(name: str, value: Any, choices: Sequence[Any]) -> None:
@@ -235,6 +238,8 @@ class TreeStrategy(_BranchingStrategy):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:  # a checkpoint written before the strategy had state
+            return
         self.iteration = int(state["iteration"])
         self.buffer = defaultdict(list, {int(k): list(v) for k, v in state["buffer"].items()})
 
@@ -482,14 +487,19 @@ class RetryStrategy(_BranchingStrategy):
     """R^3L reflect-then-retry: G/2 bases per task, a retry from the reflector's pivot for each
     failed base."""
 
-    def __init__(self, reflector: str = "expert", guided_copy: bool = True):
+    def __init__(
+        self,
+        reflector: str = "expert",
+        guide: str = "expert",
+        guided_copy: bool = True,
+        reflection_tokens: int = 256,
+    ):
         _choice("reflector", reflector, REFLECTORS)
-        if reflector == "llm":
-            raise NotImplementedError(
-                "reflector='llm' (the model's JSON reflection report) is not implemented yet; "
-                "use reflector='expert' (tabular benchmarks)"
-            )
-        self.reflector, self.guided_copy = reflector, bool(guided_copy)
+        _choice("guide", guide, GUIDES)
+        if reflector == "llm" and guide == "expert":
+            raise ValueError("reflector='llm' takes guide='none' (the model's own suggestion)")
+        self.reflector, self.guide, self.guided_copy = reflector, guide, bool(guided_copy)
+        self.reflection_tokens = int(reflection_tokens)
 
     def collect(
         self,
@@ -509,15 +519,25 @@ class RetryStrategy(_BranchingStrategy):
                 t.role, t.pair_id = "base", f"{b}.{i}"
                 if not t.won:
                     failed.append(t)
-        pivots = expert_divergence(pool, failed)
+        reflections: dict[str, Trajectory] = {}
+        if self.reflector == "expert":
+            pivots = expert_divergence(pool, failed)
+        else:
+            # the model reflects on every base (a won one may be "success_but_inefficient")
+            failed = [t for g in base.groups for t in g.trajectories]
+            pivots, reflections = llm_reflect(agent, failed, self.reflection_tokens, stats)
         requests = [
             BranchRequest(traj=t, t=k, k=1, tag=t.pair_id)
             for t, k in zip(failed, pivots)
             if k is not None
         ]
-        stats["retry_invalid"] = float(sum(k is None for k in pivots))
-        guided = _PivotExpert(agent, {i: r.t for i, r in enumerate(requests)})
-        bb = branch_many(pool, guided, requests, on_turn=on_turn)
+        stats["retry_invalid"] = stats.get("reflection_invalid", 0.0) + float(
+            sum(k is None for k in pivots) if self.reflector == "expert" else 0.0
+        )
+        retry_agent = agent
+        if self.guide == "expert":
+            retry_agent = _PivotExpert(agent, {i: r.t for i, r in enumerate(requests)})
+        bb = branch_many(pool, retry_agent, requests, on_turn=on_turn)
         _merge(stats, bb.stats, "retry")
         by_pair = {t.pair_id: b for b, g in enumerate(base.groups) for t in g.trajectories}
         won = 0
@@ -528,9 +548,121 @@ class RetryStrategy(_BranchingStrategy):
                 group.trajectories.append(cont)
                 if cont.won:
                     won += 1
-                    if self.guided_copy:
+                    if self.guided_copy and self.guide == "expert":
                         group.trajectories.append(dataclasses.replace(cont, role="retry_guided"))
+                    if res.request.tag in reflections:  # learn-to-reflect (A = +1 in r3l)
+                        group.trajectories.append(reflections[res.request.tag])
         stats["retries"] = float(len(requests))
         stats["retry_won"] = float(won)
         stats["generated"] = stats["steps"] + bb.stats["generated"]
         return RolloutBatch(groups=base.groups, stats=stats, dropped=base.dropped + bb.dropped)
+
+
+# ----------------------------------------------------------------------------------- reflection
+#: The keys of R^3L's JSON reflection report (ALGORITHMS-2.md, "R^3L").
+REPORT_KEYS = (
+    "trajectory_summary",
+    "root_cause_analysis",
+    "trajectory_outcome",
+    "improvement_suggestion",
+    "retry_from_step",
+)
+OUTCOMES = ("success", "success_but_inefficient", "failure")
+
+REFLECTION_INSTRUCTIONS = (
+    "You are reviewing an agent's attempt at a task. Read the numbered steps and reply with "
+    "one JSON object and nothing else, with the keys: trajectory_summary (string), "
+    "root_cause_analysis (string), trajectory_outcome (one of success, "
+    "success_but_inefficient, failure), improvement_suggestion (string), retry_from_step "
+    "(integer: the step number to retry from, 0 = the start)."
+)
+
+
+def reflection_text(traj: Trajectory, task: str = "") -> str:
+    """The user message of a reflection call: the task, each step's observation and action, and
+    the outcome."""
+    lines = [f"Task: {task}".strip()]
+    for t, s in enumerate(traj.steps):
+        obs = " ".join(s.observation.split())[:300]
+        lines.append(f"Step {t}: observation: {obs} | action: {s.action}")
+    lines.append(f"Outcome: {'won' if traj.won else 'not won'}, return {traj.episode_return():g}")
+    return "\n".join(lines)
+
+
+def parse_reflection(text: str, n_steps: int) -> dict[str, Any] | None:
+    """The report in ``text`` (the first {...} span that parses as JSON) if it is valid: every key
+    present, a known outcome and 0 <= retry_from_step < n_steps (the reference's
+    ``validate_reflect_report``); None otherwise."""
+    import json
+
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        report = json.loads(text[start : end + 1])
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(report, dict) or any(k not in report for k in REPORT_KEYS):
+        return None
+    k = report["retry_from_step"]
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n_steps:
+        return None
+    if report["trajectory_outcome"] not in OUTCOMES:
+        return None
+    return report
+
+
+def llm_reflect(
+    agent: Agent, trajs: Sequence[Trajectory], max_tokens: int, stats: dict[str, float]
+) -> tuple[list[int | None], dict[str, Trajectory]]:
+    """One reflection per trajectory from the LLM agent's own backend (one batched call):
+    the pivot of each valid report whose outcome is not "success" (None otherwise, counted in
+    ``reflection_invalid`` / ``reflection_success``), and each reflection as a one-step
+    trajectory (``role="reflection"``, its tokens and log-probs recorded) by pair id."""
+    from creditgym.agents.backends.base import SamplingConfig
+    from creditgym.credit.trajectory import Step
+
+    backend, tokenizer = getattr(agent, "backend", None), getattr(agent, "tokenizer", None)
+    if backend is None or tokenizer is None:
+        raise TypeError("reflector='llm' needs an LLM agent (with a backend and a tokenizer)")
+    if not trajs:
+        return [], {}
+    prompts = []
+    for t in trajs:
+        msgs = [
+            {"role": "system", "content": REFLECTION_INSTRUCTIONS},
+            {"role": "user", "content": reflection_text(t, str(t.steps[0].info.get("task", "")))},
+        ]
+        text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        prompts.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    base = getattr(agent, "sampling", SamplingConfig())
+    sampling = dataclasses.replace(base, temperature=1.0, max_new_tokens=max_tokens, stop=())
+    gens = backend.generate(prompts, sampling)
+    pivots: list[int | None] = []
+    out: dict[str, Trajectory] = {}
+    for t, prompt, gen in zip(trajs, prompts, gens):
+        report = parse_reflection(gen.text, len(t))
+        stats["reflections"] = stats.get("reflections", 0.0) + 1
+        if report is None:
+            stats["reflection_invalid"] = stats.get("reflection_invalid", 0.0) + 1
+            pivots.append(None)
+            continue
+        if report["trajectory_outcome"] == "success":
+            stats["reflection_success"] = stats.get("reflection_success", 0.0) + 1
+            pivots.append(None)
+            continue
+        pivots.append(int(report["retry_from_step"]))
+        step = Step(
+            state_key="<reflection>",
+            action="",
+            reward=0.0,
+            text=gen.text,
+            prompt_ids=prompt,
+            response_ids=list(gen.token_ids),
+            sampler_logprobs=list(gen.logprobs),
+            extras={"report": report},
+        )
+        out[str(t.pair_id)] = Trajectory(
+            steps=[step], task_id=t.task_id, seed=t.seed, role="reflection", pair_id=t.pair_id
+        )
+    return pivots, out

@@ -152,6 +152,10 @@ class Trainer:
         self.sampler = samplers.make(
             cfg.sampler.name, num_tasks=len(self.pool.panel), seed=cfg.seed, **cfg.sampler.options
         )
+        # one strategy object per run: a stateful one (SPO-tree's edge buffer) is checkpointed
+        from creditgym.trainers import strategies
+
+        self.strategy = strategies.make(cfg.rollout.strategy, **cfg.rollout.strategy_options)
 
     def _warm_start(self) -> str:
         """Behaviour-clone the expert into ``<run>/warmstart/model`` once; reuse it on resume."""
@@ -198,6 +202,8 @@ class Trainer:
         )
         self.learner.load_state_dict(learner_state)
         self.sampler.load_state_dict(ckpt.loop["sampler"])
+        if hasattr(self.strategy, "load_state_dict"):
+            self.strategy.load_state_dict(ckpt.loop.get("strategy", {}))
         self.eval_history = list(ckpt.loop.get("eval_history", []))
         self.start_iteration = ckpt.iteration
         if self.dist.is_main:
@@ -281,7 +287,7 @@ class Trainer:
 
         self.timed.take()
         batch = collect(
-            self.pool, self.agent, tasks, g, seeds, on_turn=on_turn, strategy=cfg.rollout.strategy
+            self.pool, self.agent, tasks, g, seeds, on_turn=on_turn, strategy=self.strategy
         )
         times["generate"], gen_tokens = self.timed.take()
         times["env"] = batch.stats.get("time_env_s", 0.0)
@@ -373,6 +379,7 @@ class Trainer:
         learner_state = self.learner.state_dict()
         loop = {
             "sampler": self._sampler_state(k),
+            "strategy": getattr(self.strategy, "state_dict", dict)(),
             "eval_history": self.eval_history,
             "last_record": record,
         }

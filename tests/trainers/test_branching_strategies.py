@@ -14,7 +14,7 @@ from creditgym.credit.returns import DEFAULT_INVALID_PENALTY
 from creditgym.trainers import strategies
 from creditgym.trainers.config import TrainConfig
 from creditgym.trainers.rollout import EnvPool
-from creditgym.trainers.strategies_branching import expert_divergence
+from creditgym.trainers.strategies_branching import expert_divergence, parse_reflection
 
 SMALL = {"level": "small"}
 
@@ -182,5 +182,25 @@ def test_branching_strategies_refuse_async_and_bad_options():
         strategies.make("mc_chain", cutpoint="token")
     with pytest.raises(ValueError, match="mode"):
         strategies.make("tree", mode="mcts")
-    with pytest.raises(NotImplementedError, match="reflector='llm'"):
+    with pytest.raises(ValueError, match="guide='none'"):
         strategies.make("retry", reflector="llm")
+    with pytest.raises(TypeError, match="LLM agent"):
+        strategies.make("retry", reflector="llm", guide="none").collect(
+            _pool(), TabularSoftmaxAgent(seed=0), [0], 2, [0]
+        )
+
+
+def test_reflection_reports_parse_only_when_valid():
+    good = (
+        'Here: {"trajectory_summary": "s", "root_cause_analysis": "r", "trajectory_outcome": '
+        '"failure", "improvement_suggestion": "take the key", "retry_from_step": 2} done'
+    )
+    assert parse_reflection(good, 3)["retry_from_step"] == 2
+    assert parse_reflection(good, 2) is None  # k must be < T_base
+    assert parse_reflection(good.replace('"failure"', '"meh"'), 3) is None
+    assert (
+        parse_reflection(good.replace('"retry_from_step": 2', '"retry_from_step": "2"'), 3) is None
+    )
+    assert parse_reflection(good.replace('"root_cause_analysis": "r", ', ""), 3) is None
+    assert parse_reflection("no json here", 3) is None
+    assert parse_reflection("{not json}", 3) is None
