@@ -116,9 +116,8 @@ def branching_of(env_id: str) -> str:
     try:
         spec = gymnasium.spec(env_id)
     except gymnasium.error.Error as exc:
-        from creditgym.envs import list_envs
-
-        raise ValueError(f"unknown env id {env_id!r}; registered: {list_envs()}") from exc
+        known = sorted(i for i in gymnasium.registry if "/" in i)  # namespaced (text) envs
+        raise ValueError(f"unknown env id {env_id!r}; registered: {known}") from exc
     entry = spec.entry_point
     creator = load_env_creator(entry) if isinstance(entry, str) else entry
     mode = getattr(creator, "branching", None)
