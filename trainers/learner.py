@@ -191,7 +191,9 @@ class Learner:
             if reason is None:
                 self.pack_tokens = config.pack_tokens
             else:
-                print(f"learner: prefix packing off, forwarding unpacked ({reason})", file=sys.stderr)
+                print(
+                    f"learner: prefix packing off, forwarding unpacked ({reason})", file=sys.stderr
+                )
         #: Tokens the model forwarded (packed rows count each shared prefix once), all passes.
         self.tokens_forwarded = 0
         #: Force the old-log-prob pass before credit even when no credit need asks for it (the
@@ -692,7 +694,9 @@ class Learner:
             pos = 0
             for s in micro:
                 if not s.measured:
-                    self._record_old(s, logp[pos : pos + s.num_tokens], ent[pos : pos + s.num_tokens])
+                    self._record_old(
+                        s, logp[pos : pos + s.num_tokens], ent[pos : pos + s.num_tokens]
+                    )
                 pos += s.num_tokens
         dev = logp.device
         ref = None
