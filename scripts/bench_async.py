@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import time
@@ -30,8 +31,8 @@ LATENCY_LABEL = "KeyRooms small + ARTIFICIAL 50 ms env-step latency"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--iterations", type=int, default=3)
-    p.add_argument("--max-steps", type=int, default=3, help="KeyRooms episode length cap")
+    p.add_argument("--iterations", type=int, default=2)
+    p.add_argument("--max-steps", type=int, default=2, help="KeyRooms episode length cap")
     p.add_argument("--latency", type=float, default=0.05, help="artificial env-step seconds")
     p.add_argument("--env-backend", default="process")
     p.add_argument("--max-new-tokens", type=int, default=12)
@@ -45,7 +46,7 @@ def _overrides(args: argparse.Namespace, mode: str, url: str, run_dir: Path) -> 
         "model.name=smollm2-135m",
         "env.id=creditgym/KeyRooms-v0",
         f"env.kwargs={{level: small, max_steps: {args.max_steps}}}",
-        "agent.history_length=1",
+        "agent.history_length=0",
         "agent.max_prompt_tokens=768",
         f"agent.max_new_tokens={args.max_new_tokens}",
         "agent.response_prefix=<action>",
@@ -62,7 +63,7 @@ def _overrides(args: argparse.Namespace, mode: str, url: str, run_dir: Path) -> 
         "rollout.max_staleness=1",
         "credit.name=grpo",
         "learner.lr=1.0e-4",
-        "learner.micro_batch_tokens=4096",
+        "learner.micro_batch_tokens=2048",
         f"train.iterations={args.iterations}",
         "train.checkpoint_every=0",
         "eval.tasks=0",
@@ -75,7 +76,6 @@ def _overrides(args: argparse.Namespace, mode: str, url: str, run_dir: Path) -> 
 
 def run_mode(args: argparse.Namespace, mode: str, url: str) -> dict[str, Any]:
     """Train one run in ``mode`` against the server at ``url``; its figures."""
-    from creditgym.trainers import samplers
     from creditgym.trainers.config import load_config
     from creditgym.trainers.logger import read_metrics
     from creditgym.trainers.shards import EnvPool
@@ -86,8 +86,9 @@ def run_mode(args: argparse.Namespace, mode: str, url: str) -> dict[str, Any]:
     trainer = Trainer(cfg, argv=sys.argv)
     t0 = time.perf_counter()
     try:
-        trainer.build(pools=False)
+        trainer.build()
         b, g = cfg.rollout.tasks_per_iteration, cfg.rollout.group_size
+        trainer.pool.close()  # the same envs again, with the artificial step latency
         trainer.pool = EnvPool(
             cfg.env.id,
             b * g,
@@ -96,10 +97,6 @@ def run_mode(args: argparse.Namespace, mode: str, url: str) -> dict[str, Any]:
             backend=cfg.rollout.env_backend,
             envs_per_shard=cfg.rollout.envs_per_shard,
             step_latency_s=args.latency,
-        )
-        trainer.eval_pool = None
-        trainer.sampler = samplers.make(
-            cfg.sampler.name, num_tasks=len(trainer.pool.panel), seed=cfg.seed
         )
         trainer.backend.sync_weights(trainer.learner)  # the server starts from these weights
         t_run = time.perf_counter()
@@ -142,6 +139,8 @@ def run_mode(args: argparse.Namespace, mode: str, url: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (a timeout, a kill) unwinds like an exception, so the server is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in ("sync", "async")]
     if bad:
