@@ -20,6 +20,7 @@ __all__ = ["SPLITS", "Panel", "TextEnv", "cache_dir", "list_envs", "make", "sani
 _BUILTIN: list[tuple[str, str, dict]] = [
     ("creditgym/KeyRooms-v0", "creditgym.envs.keyrooms:KeyRoomsEnv", {}),
     ("creditgym/Search-v0", "creditgym.envs.search:SearchEnv", {}),
+    ("creditgym/SearchDiscrete-v0", "creditgym.envs.search.discrete:SearchDiscreteEnv", {}),
     ("creditgym/ToolUse-v0", "creditgym.envs.tooluse:ToolUseEnv", {}),
     ("creditgym/WebShop-v0", "creditgym.envs.webshop:WebShopEnv", {}),
     ("creditgym/ALFWorld-v0", "creditgym.envs.alfworld:ALFWorldEnv", {}),

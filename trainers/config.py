@@ -129,6 +129,8 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "sampler.name": ("creditgym.trainers.samplers", "available"),
     "loss.policy": ("creditgym.trainers.losses", "available_policies"),
     "loss.terms": ("creditgym.trainers.losses", "available_terms"),
+    "tracker.name": ("creditgym.trainers.trackers", "available"),
+    "buffer.name": ("creditgym.trainers.buffers", "available"),
 }
 
 
@@ -139,6 +141,8 @@ _SEAM_LABELS = {
     "sampler.name": "task sampler",
     "loss.policy": "policy loss",
     "loss.terms": "loss term",
+    "tracker.name": "tracker",
+    "buffer.name": "buffer",
 }
 
 
@@ -354,6 +358,8 @@ class LossConfig(_Section):
     terms: list[str] = Field(default_factory=lambda: ["kl", "entropy"])
     """Terms added to the policy loss ("kl": KL to the reference policy, "entropy": the entropy
     bonus)."""
+    term_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Options of listed terms that take them, by term name (e.g. ``{epo: {coef: 0.001}}``)."""
 
     @field_validator("policy")
     @classmethod
@@ -368,6 +374,44 @@ class LossConfig(_Section):
         if dup:
             raise ValueError(f"terms listed twice: {dup}")
         _check_registered("loss.terms", value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_term_options(self) -> LossConfig:
+        extra = sorted(set(self.term_options) - set(self.terms))
+        if extra:
+            raise ValueError(f"loss.term_options names terms not in loss.terms: {extra}")
+        return self
+
+
+class PluginConfig(_Section):
+    name: str | None = None
+    """Registered plug-in (None: none)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Options of the named plug-in."""
+
+
+class TrackerConfig(PluginConfig):
+    """State across iterations that hands values to the credit module
+    (`creditgym.trainers.trackers`; "sspo_value": Single-stream PO's per-task values)."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_registered("tracker.name", value)
+        return value
+
+
+class BufferConfig(PluginConfig):
+    """Rewrites each batch's groups before credit (`creditgym.trainers.buffers`;
+    "arpo_replay": ARPO's replay of past successes into all-failing groups)."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_registered("buffer.name", value)
         return value
 
 
@@ -586,6 +630,10 @@ class TrainConfig(_Section):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     """How each iteration's tasks are drawn from the train panel."""
     credit: CreditConfig = Field(default_factory=CreditConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    """A tracker plug-in (issue 19; none by default)."""
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    """A buffer plug-in (issue 19; none by default)."""
     warmstart: WarmstartConfig = Field(default_factory=WarmstartConfig)
     """Behaviour cloning of the env's expert before RL (`creditgym.trainers.warmstart`); the run then
     trains the cloned model, which is also its KL reference."""
@@ -627,6 +675,12 @@ class TrainConfig(_Section):
             )
         self._check_rollout_mode()
         self._check_branching()
+        from creditgym.trainers.plugins import check_combination
+
+        check_combination(
+            self.credit.name, self.credit.options, self.sampler.name, self.tracker.name,
+            self.buffer.name, self.tracker.options, self.buffer.options,
+        )  # fmt: skip
         ctx = self.learner.context
         if ctx is not None and ctx != self.agent.context:
             raise ValueError(

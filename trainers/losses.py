@@ -118,3 +118,6 @@ def _entropy(config: Any) -> Any:
 
 # R^3L (issue 18) registers the policy loss "opmd".
 from creditgym.trainers import r3l_loss  # noqa: E402, F401
+
+# EPO (issue 19) registers the loss term "epo".
+from creditgym.trainers import epo  # noqa: E402, F401

@@ -124,6 +124,10 @@ def resolve(name: str) -> Recipe:
 
     if name in _RECIPES.available():
         return _RECIPES.get(name)
+    if "+" in name:  # a composition, e.g. "gigpo+arpo" (issue 19, creditgym.trainers.plugins)
+        from creditgym.trainers.plugins import compose
+
+        return compose(name)
     if name in credit.available():
         return Recipe(name=name, credit=name)
     raise ValueError(
@@ -158,6 +162,31 @@ class IterationContext:
 
 
 __all__ += ["IterationContext"]
+
+
+# issue 19: methods with a tracker, a buffer or a curriculum (creditgym.trainers.trackers,
+# .buffers, .curricula); stratified_grpo runs by its module name.
+register_recipe(
+    "sspo",
+    credit="sspo",
+    tracker="sspo_value",
+    sampler="sspo_priority",
+    description="Single-stream PO: per-task value tracker, global normalisation, prioritised tasks",
+)
+register_recipe(
+    "arpo",
+    credit="grpo",
+    buffer="arpo_replay",
+    buffer_options={"rule": "all_lost"},
+    description="ARPO: GRPO with per-task replay of successes into all-failing groups",
+)
+register_recipe(
+    "dump",
+    credit="grpo",
+    sampler="dump",
+    description="DUMP: GRPO with a UCB curriculum over task types (learnability = mean |A|)",
+)
+
 
 # issue 18: the branching methods (trainers/strategies_branching.py).
 register_recipe(

@@ -119,3 +119,7 @@ class UniformSampler(TaskSampler):
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
+
+
+# Curricula (issue 19) register themselves here: sspo_priority, dump.
+from creditgym.trainers import curricula  # noqa: E402, F401

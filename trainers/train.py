@@ -34,7 +34,7 @@ from typing import Any
 from rich.console import Console
 
 from creditgym.credit.trajectory import TrajectoryGroup, flat_steps
-from creditgym.trainers import distributed, memory, samplers
+from creditgym.trainers import distributed, memory, plugins, samplers
 from creditgym.trainers.checkpoint import (
     get_rng_state,
     latest_checkpoint,
@@ -152,6 +152,8 @@ class Trainer:
         self.sampler = samplers.make(
             cfg.sampler.name, num_tasks=len(self.pool.panel), seed=cfg.seed, **cfg.sampler.options
         )
+        # trackers and buffers (issue 19), task types for curricula, loss-term options
+        self.plugins = plugins.build_for_trainer(self, cfg)
         # one strategy object per run: a stateful one (SPO-tree's edge buffer) is checkpointed
         from creditgym.trainers import strategies
 
@@ -202,6 +204,7 @@ class Trainer:
         )
         self.learner.load_state_dict(learner_state)
         self.sampler.load_state_dict(ckpt.loop["sampler"])
+        self.plugins.load_state_dict(ckpt.loop.get("plugins", {}))
         if hasattr(self.strategy, "load_state_dict"):
             self.strategy.load_state_dict(ckpt.loop.get("strategy", {}))
         self.eval_history = list(ckpt.loop.get("eval_history", []))
@@ -305,6 +308,7 @@ class Trainer:
         metrics.update({f"rollout/{k_}": float(v) for k_, v in self.pool.take_counters().items()})
         metrics.setdefault("rollout/dropped_groups", 0.0)
         metrics["rollout/tasks"] = [int(t) for t in tasks]
+        self.sampler.observe(tasks, batch)
         metrics.update({f"agent/{k_}": v for k_, v in agent_metrics.items()})
         return groups, metrics
 
@@ -314,19 +318,22 @@ class Trainer:
         """Prepare, credit, update and sync on ``groups``; return the credit's `Advantages`."""
         self.display.phase("prepare (old log-probs)")
         t0 = time.perf_counter()
-        prep = self.learner.prepare(groups, set(self.credit.needs))
+        prep = self.learner.prepare(groups, self.plugins.learner_needs(self.credit))
         times["prepare"] = time.perf_counter() - t0
         metrics.update({_prefixed("train", k_): v for k_, v in (prep or {}).items()})
 
         self.display.phase("credit")
         t0 = time.perf_counter()
+        groups = self.plugins.before_credit(groups, metrics)
         adv = self.credit(groups)
+        self.plugins.after_credit(groups, adv, metrics)
         times["credit"] = time.perf_counter() - t0
         metrics.update({f"credit/{k_}": v for k_, v in adv.diagnostics.items()})
 
         self.display.phase("update")
         t0 = time.perf_counter()
         upd = self.learner.update(groups, adv)
+        self.plugins.after_update(groups, adv, metrics)
         times["update"] = time.perf_counter() - t0
         metrics.update({_prefixed("train", k_): v for k_, v in (upd or {}).items()})
 
@@ -379,6 +386,7 @@ class Trainer:
         learner_state = self.learner.state_dict()
         loop = {
             "sampler": self._sampler_state(k),
+            "plugins": self.plugins.state_dict(),
             "strategy": getattr(self.strategy, "state_dict", dict)(),
             "eval_history": self.eval_history,
             "last_record": record,

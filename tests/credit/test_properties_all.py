@@ -42,7 +42,8 @@ def build(spec, distinct: bool = False) -> TrajectoryGroup:
                     info={"ground_truth": "s1 a"},
                 )
             )
-        trajs.append(Trajectory(steps=steps))
+        # task_baseline: what a tracker hands sspo (one value per task, so the same for all)
+        trajs.append(Trajectory(steps=steps, info={"task_baseline": 0.3}))
     return TrajectoryGroup(trajectories=trajs)
 
 

@@ -66,15 +66,34 @@ def _tensors(state: object, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
+#: Plug-ins on (issue 19): tracker + its prioritised sampler + the EPO loss term with its entropy
+#: history; a replay buffer + the DUMP curriculum. Their states must resume exactly too.
+PLUGINS = {
+    "plain": [],
+    "tracker_epo": [
+        "credit.name=sspo",
+        "tracker.name=sspo_value",
+        "sampler.name=sspo_priority",
+        "loss.terms=[kl,entropy,epo]",
+        "loss.term_options={epo: {coef: 0.01}}",
+    ],
+    "buffer_dump": ["credit.name=grpo", "buffer.name=arpo_replay", "sampler.name=dump"],
+}
+
+
 @pytest.mark.slow
-def test_sigkill_mid_iteration_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("plugins", list(PLUGINS))
+def test_sigkill_mid_iteration_then_resume_matches_an_uninterrupted_run(
+    tmp_path: Path, plugins: str
+) -> None:
     config = tmp_path / "resume.yaml"
     config.write_text(CONFIG)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
+    extra = PLUGINS[plugins]
 
-    _finish(_train("--config", str(config), f"run_dir={straight}"))
+    _finish(_train("--config", str(config), f"run_dir={straight}", *extra))
 
-    proc = _train("--config", str(config), f"run_dir={killed}")
+    proc = _train("--config", str(config), f"run_dir={killed}", *extra)
     ckpts = killed / "checkpoints"
     deadline = time.monotonic() + 600
     while (latest_checkpoint(ckpts) is None) and proc.poll() is None:
@@ -99,6 +118,12 @@ def test_sigkill_mid_iteration_then_resume_matches_an_uninterrupted_run(tmp_path
         assert torch.equal(ta[name], tb[name]), f"{name} differs after resume"
     assert a.learner["updates"] == b.learner["updates"] == 3
     assert a.loop["sampler"] == b.loop["sampler"]
+    pa, pb = a.loop.get("plugins", {}), b.loop.get("plugins", {})
+    assert repr(pa) == repr(pb)  # tracker values, buffer contents, EPO entropy history
+    if plugins == "tracker_epo":
+        assert len(pa["terms"]["epo"]["history"]) == 3 and len(pa["tracker"]["stats"]) > 0
+    if plugins == "buffer_dump":
+        assert "buffer" in pa and sum(a.loop["sampler"]["counts"].values()) == 3 * 2 * 2
 
     # Same tasks, same samples, same advantages in the resumed iterations; one metrics record each.
     for k in (2, 3):
