@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from creditgym import credit
+from creditgym.agents.expert_prior import ExpertPriorTabularAgent
 from creditgym.agents.tabular import TabularSoftmaxAgent
 from creditgym.credit.returns import DEFAULT_INVALID_PENALTY
 from creditgym.trainers import strategies
@@ -100,16 +101,17 @@ def test_spo_edge_buffer_budget_age_and_exact_state_round_trip():
 
     kwargs = {"branching": (3, 3), "edge_budget_per_task": 2, "edge_max_age": 1, "seed": 7}
     st = strategies.make("tree", **kwargs)
-    first = run(st, _pool(), TabularSoftmaxAgent(seed=0), 2)
+    first = run(st, _pool(), ExpertPriorTabularAgent(prior_beta=1.5, seed=0), 2)
     for _, trained, _ in first:
         assert trained <= 2 * 2  # at most 2 edges per task per iteration
     # Exact resume: the state after 2 iterations, pickled and loaded into a fresh strategy,
     # continues exactly as the original (same agent state: a fresh agent replayed 2 iterations).
     saved = pickle.loads(pickle.dumps(st.state_dict()))
-    agent_a = TabularSoftmaxAgent(seed=0)
+    assert any(e[2] for v in saved["buffer"].values() for e in v), "no edge waits in the buffer"
+    agent_a = ExpertPriorTabularAgent(prior_beta=1.5, seed=0)
     run(strategies.make("tree", **kwargs), _pool(), agent_a, 2)
     cont_a = run(st, _pool(), agent_a, 2)
-    agent_b = TabularSoftmaxAgent(seed=0)
+    agent_b = ExpertPriorTabularAgent(prior_beta=1.5, seed=0)
     run(strategies.make("tree", **kwargs), _pool(), agent_b, 2)
     resumed = strategies.make("tree", **kwargs)
     resumed.load_state_dict(saved)
