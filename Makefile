@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo-credit install install-ecosystem install-openenv install-verifiers install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm demo test test-quick lint format clean
+.PHONY: demo-credit gpu-check-bundle install install-ecosystem install-openenv install-verifiers install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -105,6 +105,11 @@ demo: install
 demo-credit: install-core
 	$(PY) scripts/benchmark_credit.py --env creditgym/KeyRooms-v0 --env-kwargs '{"level": "small"}' \
 		--agent tabular --methods grpo,rloo,gigpo --seeds 3 --iterations 20 --out runs/demo-credit
+
+# The offline bundle scripts/gpu_check.sh carries to a CUDA machine (wheels + SmolLM2 config and
+# tokenizer, <= 60 MB, git-ignored under dist/); see the README's GPU check section.
+gpu-check-bundle: install-core install-model
+	$(PY) scripts/gpu_check_bundle.py --out dist/gpu_check
 
 lint: install-core
 	$(VENV)/bin/ruff check .

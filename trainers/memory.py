@@ -141,6 +141,7 @@ def estimate(
     world_size: int = 1,
     device: str = "cpu",
     device_total: int | None = None,
+    scored_tokens: int | None = None,
 ) -> MemoryEstimate:
     """The estimate from counts: ``sharded_fraction`` of the weights is split over the ranks."""
     share = (1.0 - sharded_fraction) + sharded_fraction / max(world_size, 1)
@@ -154,6 +155,7 @@ def estimate(
             micro_batch_tokens,
             dtype_bytes=dtype_bytes,
             gradient_checkpointing=gradient_checkpointing,
+            scored_tokens=scored_tokens,
         ),
         micro_batch_tokens=micro_batch_tokens,
         device=device,
@@ -161,8 +163,11 @@ def estimate(
     )
 
 
-def estimate_learner(learner: Any) -> MemoryEstimate:
-    """The estimate of a built `creditgym.trainers.learner.Learner` on its device."""
+def estimate_learner(learner: Any, scored_tokens: int | None = None) -> MemoryEstimate:
+    """The estimate of a built `creditgym.trainers.learner.Learner` on its device.
+
+    ``scored_tokens``: loss tokens of the largest micro-batch when known (default: every token
+    of the budget, an upper bound)."""
     cfg = learner.config
     model = learner.base_model
     params = list(model.parameters())
@@ -194,6 +199,7 @@ def estimate_learner(learner: Any) -> MemoryEstimate:
         world_size=world,
         device=device.type,
         device_total=total,
+        scored_tokens=scored_tokens,
     )
 
 

@@ -101,6 +101,18 @@ def make_learner(cfg: TrainConfig, model_path: str, module: Any = None) -> Any:
     )
 
 
+def _shared_gpu_kwargs(cfg: TrainConfig, learner: Any) -> dict[str, Any]:
+    """The backend's kwargs; an in-process vLLM engine next to a CUDA learner gets the share of
+    the GPU that the learner's memory estimate leaves free (unless the config sets one)."""
+    kwargs = dict(cfg.backend.kwargs)
+    device = getattr(learner, "device", None)
+    if cfg.backend.name == "vllm" and getattr(device, "type", None) == "cuda":
+        from creditgym.trainers.memory import estimate_learner, vllm_memory_fraction
+
+        kwargs.setdefault("gpu_memory_utilization", vllm_memory_fraction(estimate_learner(learner)))
+    return kwargs
+
+
 def make_generation_backend(cfg: TrainConfig, model_path: str, learner: Any) -> Any:
     """The ``backend:`` section's backend for ``model_path``; refuses one that cannot train."""
     from creditgym.agents.backends import make_backend
@@ -117,7 +129,8 @@ def make_generation_backend(cfg: TrainConfig, model_path: str, learner: Any) -> 
             **cfg.backend.kwargs,
         )
     else:
-        backend = make_backend(cfg.backend.name, model_path, learner=learner, **cfg.backend.kwargs)
+        kwargs = _shared_gpu_kwargs(cfg, learner)
+        backend = make_backend(cfg.backend.name, model_path, learner=learner, **kwargs)
     if not getattr(backend, "supports_training", True):
         raise ValueError(
             f"backend {cfg.backend.name!r} cannot return sampled token ids, so it can only "

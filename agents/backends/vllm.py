@@ -127,9 +127,13 @@ class VLLMBackend:
         seed: int = 0,
         tokenizer: Any = None,
         learner: Any = None,
+        gpu_memory_utilization: float = 0.5,
         **engine_kwargs: Any,
     ):
         """Start the engine on ``model_path`` (a local HF folder; vLLM cannot read a GGUF).
+
+        ``gpu_memory_utilization`` is vLLM's share of a GPU; on a GPU the trainer sets it to what
+        the learner's memory estimate leaves free (`creditgym.trainers.memory`).
 
         ``engine_kwargs`` go to ``vllm.LLM`` unchanged (e.g. ``enable_prefix_caching=False``).
         ``tokenizer`` and ``learner`` are accepted for symmetry with ``hf`` and unused: the
@@ -153,7 +157,7 @@ class VLLMBackend:
             model=served,
             dtype=dtype,
             max_model_len=max_model_len,
-            gpu_memory_utilization=0.5,
+            gpu_memory_utilization=gpu_memory_utilization,
             kv_cache_memory_bytes=int(kv_cache_gb * 2**30),
             enforce_eager=enforce_eager,
             seed=seed,
