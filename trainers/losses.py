@@ -28,8 +28,9 @@ DEFAULT_TERMS: tuple[str, ...] = ("kl", "entropy")
 
 Factory = Callable[[Any], Any]
 
-_POLICIES: Registry[Factory] = Registry("policy loss")
-_TERMS: Registry[Factory] = Registry("loss term")
+# R^3L (issue 18) registers the policy loss "opmd", EPO (issue 19) the loss term "epo".
+_POLICIES: Registry[Factory] = Registry("policy loss", builtins=("creditgym.trainers.r3l_loss",))
+_TERMS: Registry[Factory] = Registry("loss term", builtins=("creditgym.trainers.epo",))
 
 
 def register_policy_loss(name: str) -> Callable[[Factory], Factory]:
@@ -114,10 +115,3 @@ def _entropy(config: Any) -> Any:
     from creditgym.trainers.loss import EntropyTerm
 
     return EntropyTerm(config.entropy_coef)
-
-
-# R^3L (issue 18) registers the policy loss "opmd".
-from creditgym.trainers import r3l_loss  # noqa: E402, F401
-
-# EPO (issue 19) registers the loss term "epo".
-from creditgym.trainers import epo  # noqa: E402, F401

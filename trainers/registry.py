@@ -4,11 +4,17 @@ Env backends (`creditgym.trainers.shards`), rollout strategies (`~.strategies`),
 (`~.samplers`) and loss pieces (`~.losses`) are each chosen by name in the config. Each keeps a
 `Registry`: a decorator registers an implementation (a class or a factory) under a name, and
 looking up a name that is not there is an error listing the names that are.
+
+Implementations that live in other modules (the remote env backends, the branching strategies, the
+curricula, ...) are named as ``builtins``: module paths imported on the registry's first lookup.
+They register themselves with the decorator when imported, so the seam module never imports them
+at load time (no import cycle, and importing a seam starts nothing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -23,10 +29,16 @@ class Registry(Generic[T]):
     object gets its name set on that attribute (e.g. a strategy class's ``name``).
     """
 
-    def __init__(self, kind: str, attr: str | None = None):
+    def __init__(self, kind: str, attr: str | None = None, builtins: Sequence[str] = ()):
         self.kind = kind
         self.attr = attr
         self._items: dict[str, T] = {}
+        self._pending = list(builtins)
+
+    def _load(self) -> None:
+        """Import the ``builtins`` modules once (each registers its implementations)."""
+        while self._pending:
+            importlib.import_module(self._pending.pop(0))
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: register the decorated class or factory under ``name``."""
@@ -47,10 +59,12 @@ class Registry(Generic[T]):
 
     def available(self) -> list[str]:
         """The registered names, sorted."""
+        self._load()
         return sorted(self._items)
 
     def get(self, name: str) -> T:
         """The implementation registered as ``name``; an unknown name lists the known ones."""
+        self._load()
         try:
             return self._items[name]
         except KeyError:
@@ -59,4 +73,5 @@ class Registry(Generic[T]):
             ) from None
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._items

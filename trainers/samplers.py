@@ -62,7 +62,10 @@ class TaskSampler(ABC):
             )
 
 
-_SAMPLERS: Registry[type[TaskSampler]] = Registry("task sampler", attr="name")
+# Curricula (issue 19: sspo_priority, dump) register from their own module.
+_SAMPLERS: Registry[type[TaskSampler]] = Registry(
+    "task sampler", attr="name", builtins=("creditgym.trainers.curricula",)
+)
 
 #: Class decorator: register a `TaskSampler` under a name (``sampler.name``).
 register_sampler = _SAMPLERS.register
@@ -119,7 +122,3 @@ class UniformSampler(TaskSampler):
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
-
-
-# Curricula (issue 19) register themselves here: sspo_priority, dump.
-from creditgym.trainers import curricula  # noqa: E402, F401

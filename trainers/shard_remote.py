@@ -458,7 +458,3 @@ def _resolve(fut: Future, value: Any) -> None:
         fut.set_exception(value)
     else:
         fut.set_result(value)
-
-
-# The backends built on this client register themselves with `creditgym.trainers.shards`.
-from creditgym.trainers import shard_process, shard_ray  # noqa: E402, F401

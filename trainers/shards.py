@@ -255,7 +255,13 @@ class EnvShard(ABC):
     def close(self) -> None: ...
 
 
-_SHARDS: Registry[type[EnvShard]] = Registry("env backend", attr="backend")
+# The remote backends ("process", "ray", both on the shard_remote client) register from their
+# own modules; importing them starts nothing and does not import Ray.
+_SHARDS: Registry[type[EnvShard]] = Registry(
+    "env backend",
+    attr="backend",
+    builtins=("creditgym.trainers.shard_process", "creditgym.trainers.shard_ray"),
+)
 
 #: Class decorator: register an `EnvShard` backend under a name (``rollout.env_backend``).
 register_shard = _SHARDS.register
@@ -609,8 +615,3 @@ class EnvPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# The remote backends ("process", "ray") register themselves; importing them starts nothing and
-# does not import Ray. shard_remote imports them in turn, so any import order works.
-from creditgym.trainers import shard_remote  # noqa: E402, F401

@@ -88,7 +88,10 @@ class RolloutStrategy(ABC):
         """
 
 
-_STRATEGIES: Registry[type[RolloutStrategy]] = Registry("rollout strategy", attr="name")
+# Branching strategies (issue 18: mc_chain, tree, retry) register from their own module.
+_STRATEGIES: Registry[type[RolloutStrategy]] = Registry(
+    "rollout strategy", attr="name", builtins=("creditgym.trainers.strategies_branching",)
+)
 
 #: Class decorator: register a `RolloutStrategy` under a name (``rollout.strategy``).
 register_strategy = _STRATEGIES.register
@@ -342,7 +345,3 @@ class LockstepStrategy(RolloutStrategy):
         if emptied:  # groups left with < 2 members after env errors (absent when none)
             stats["dropped_groups"] = float(emptied)
         return RolloutBatch(groups=groups, stats=dict(stats), dropped=dropped)
-
-
-# Branching strategies (issue 18): mc_chain, tree, retry.
-from creditgym.trainers import strategies_branching  # noqa: E402, F401
