@@ -197,3 +197,30 @@ def test_recipes_registered():
     assert recipes.resolve("dump").sampler == "dump"
     assert recipes.resolve("stratified_grpo").credit == "stratified_grpo"
     assert isinstance(TrajectoryGroup(), TrajectoryGroup)
+
+
+def test_readme_tracker_example_runs_with_sspo():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "register_tracker" in b
+    )
+    assert len(block.strip().splitlines()) <= 32
+    trackers._TRACKERS.unregister("ema_baseline")
+    try:
+        exec(compile(block, "README", "exec"), {})
+        cfg = TrainConfig(credit={"name": "sspo"}, tracker={"name": "ema_baseline"})
+        tr = trackers.make(cfg.tracker.name, decay=0.5)
+        g = group(_win(10.0), _lose(), task_id="t")
+        tr.before_credit([g], None)  # first visit: baseline 0
+        np.testing.assert_allclose(credit.make("sspo", normalize=False)([g]).values, [10.0, 0.0])
+        tr.after_update([g], None, None)  # mean return 5 -> EMA 5
+        tr.before_credit([g], None)
+        np.testing.assert_allclose(credit.make("sspo", normalize=False)([g]).values, [5.0, -5.0])
+        again = trackers.make("ema_baseline")
+        again.load_state_dict(tr.state_dict())
+        assert again.mean == tr.mean
+    finally:
+        trackers._TRACKERS.unregister("ema_baseline")
