@@ -217,3 +217,10 @@ register_recipe(
     strategy_options={"reflector": "expert"},
     description="R^3L: G/2 bases, expert-guided retry from the first non-expert step, alpha = 3",
 )
+register_recipe(
+    "spo_chain_int5",
+    credit="spo_chain",
+    strategy="mc_chain",
+    strategy_options={"n_mc": 4, "cutpoint": "turn", "cutpoint_interval": 5},
+    description="SPO-chain with a boundary every 5th turn (the reference's headline 'int5')",
+)
