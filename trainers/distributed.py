@@ -591,3 +591,9 @@ def check_supported(config: Any, info: DistInfo | None = None) -> None:
                 "learner.data_parallel=fsdp2 supports finetune=full; use ddp for LoRA (its "
                 "adapters are small: DDP replicates them cheaply)"
             )
+        raise ValueError(
+            "learner.data_parallel=fsdp2 runs in the learner (creditgym.trainers.dp_check and its "
+            "tests) but a training run cannot use it yet: the weight sync to the generation "
+            "backend exports the model, which would need the sharded layers gathered first; use "
+            "learner.data_parallel=ddp"
+        )

@@ -257,3 +257,26 @@ def test_fsdp2_refuses_the_hf_backend_and_lora() -> None:
     with pytest.raises(ValueError, match="'hf' backend"):
         distributed.check_supported(cfg, two)
     distributed.check_supported(cfg, distributed.DistInfo())  # one process: nothing to refuse
+
+
+def test_fsdp2_training_runs_are_refused_with_the_reason() -> None:
+    from creditgym.trainers.config import TrainConfig
+
+    two = distributed.DistInfo(rank=0, world_size=2)
+    cfg = TrainConfig.model_validate(
+        {"backend": {"name": "vllm"}, "learner": {"data_parallel": "fsdp2", "finetune": "full"}}
+    )
+    with pytest.raises(ValueError, match="weight sync"):
+        distributed.check_supported(cfg, two)
+
+
+def test_every_paper_config_gives_the_torchrun_lines_for_1_and_2_gpus() -> None:
+    configs = sorted((ROOT / "scripts" / "configs" / "paper").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
+        for n in (1, 2):
+            assert (
+                f"torchrun --nproc-per-node {n} scripts/train.py --config {path.relative_to(ROOT)}"
+                in header
+            )
