@@ -159,7 +159,9 @@ def _strip(rows: list[dict]) -> list[dict]:
     """Metrics without the clock readings (seconds differ between runs)."""
 
     def clock(k: str) -> bool:
-        return k.startswith(("time/", "rollout/time")) or k.endswith(("_s", "seconds", "wall_time"))
+        return k.startswith(("time/", "rollout/time")) or k.endswith(
+            ("_s", "_ms", "seconds", "wall_time")
+        )
 
     return [{k: v for k, v in r.items() if not clock(k)} for r in rows]
 
@@ -280,3 +282,21 @@ def test_every_paper_config_gives_the_torchrun_lines_for_1_and_2_gpus() -> None:
                 f"torchrun --nproc-per-node {n} scripts/train.py --config {path.relative_to(ROOT)}"
                 in header
             )
+
+
+@pytest.mark.slow
+def test_ray_train_runs_the_same_training_function(reference, tmp_path) -> None:
+    """Ray Train's TorchTrainer with 2 workers gives the torchrun run, bit for bit."""
+    pytest.importorskip("ray.train.torch")
+    ref, cfg = reference
+    run = tmp_path / "ray"
+    env = _env() | {"RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "--config", str(cfg)]
+    cmd += ["--ray-workers", "2", f"run_dir={run}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ref_params, ref_rows = _final(ref)
+    params, rows = _final(run)
+    for k in ref_params:
+        assert torch.equal(ref_params[k], params[k]), k
+    assert _strip(rows) == _strip(ref_rows)
