@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from creditgym.trainers.shard_remote import RemoteShard, ServedShard, WorkerLost
@@ -104,6 +104,7 @@ class RayShard(RemoteShard):
 
     def __init__(self, env_id: str, size: int, split: str, env_kwargs: dict[str, Any], **options):
         self._actor: Any = None
+        self._relay = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-shard-relay")
         #: The actor was killed with restart allowed: the next `_spawn` waits for Ray's restart.
         self._restarting = False
         address = options.get("ray_address")
@@ -163,7 +164,12 @@ class RayShard(RemoteShard):
             fut: Future = Future()
             fut.set_exception(WorkerLost("the shard's Ray actor is gone"))
             return fut
-        return self._actor.call.remote(method, calls).future()
+        raw = self._actor.call.remote(method, calls).future()
+        out: Future = Future()
+        # Ray runs done-callbacks on its own event-loop thread, where calling Ray (ray.kill on a
+        # death) or waiting on a lock deadlocks: hand every result over to a thread of ours.
+        raw.add_done_callback(lambda f: self._relay.submit(_copy_outcome, f, out))
+        return out
 
     def _is_death(self, exc: BaseException) -> bool:
         import ray.exceptions as rex
@@ -208,4 +214,13 @@ class RayShard(RemoteShard):
         try:
             super().close()
         finally:
+            self._relay.shutdown(wait=False)
             self._release()
+
+
+def _copy_outcome(src: Future, dst: Future) -> None:
+    exc = src.exception()
+    if exc is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(src.result())
