@@ -245,3 +245,20 @@ def test_no_worker_outlives_a_trainer_killed_mid_rollout(tmp_path):
             proc.kill()
             proc.wait()
     assert wait_gone(tag) == []
+
+
+@pytest.mark.slow
+def test_snapshots_cross_the_process_boundary():
+    """`snapshot_many` / `restore_many` on a worker give what they give in-process."""
+    got = {}
+    for backend in ("inprocess", "process"):
+        with EnvPool("creditgym/KeyRooms-v0", 4, env_kwargs=SMALL, backend=backend,
+                     envs_per_shard=2) as pool:  # fmt: skip
+            pool.reset_many([(0, 1, 7)])
+            first = pool.step_many([(0, "look")])[0]
+            (snap,) = pool.snapshot_many([0])
+            restored = pool.restore_many([(3, snap)])  # another shard
+            after = pool.step_many([(3, "inventory"), (0, "inventory")])
+            got[backend] = (first.obs, restored[0].obs, restored[0].error, [r.obs for r in after])
+    assert got["process"] == got["inprocess"] and got["process"][2] is None
+    assert got["process"][3][0] == got["process"][3][1]
