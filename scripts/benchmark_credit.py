@@ -393,8 +393,13 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
 
 
 def _worker(args):
+    """One run in a worker process; its result is also appended to OUT/runs.partial.jsonl as
+    soon as it finishes, so an interrupted benchmark keeps the runs it completed."""
     cfg, method, seed, queue = args
-    return run_one(cfg, method, seed, queue)
+    result = run_one(cfg, method, seed, queue)
+    with open(Path(cfg.out) / "runs.partial.jsonl", "a") as f:
+        f.write(json.dumps(result) + "\n")
+    return result
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -683,6 +688,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(cfg.out)
     workers = cfg.workers or min(2, mp.cpu_count())
     out.mkdir(parents=True, exist_ok=True)
+    (out / "runs.partial.jsonl").unlink(missing_ok=True)
     jobs = [(m, s) for s in range(cfg.seeds) for m in cfg.methods]
     total = len(jobs) * cfg.iterations
     runs: list[dict] = []
@@ -706,13 +712,15 @@ def main(argv: list[str] | None = None) -> dict:
                     bar.advance(task, n)
 
             for m, s in jobs:
-                runs.append(run_one(cfg, m, s, Tick()))
+                runs.append(_worker((cfg, m, s, Tick())))
         else:
             ctx = mp.get_context("spawn")
             with ctx.Manager() as manager:
                 queue = manager.Queue()
                 with ctx.Pool(workers) as pool:
-                    pending = pool.map_async(_worker, [(cfg, m, s, queue) for m, s in jobs])
+                    pending = pool.map_async(
+                        _worker, [(cfg, m, s, queue) for m, s in jobs], chunksize=1
+                    )
                     done = 0
                     while done < total:
                         try:
