@@ -643,6 +643,7 @@ def llm_reflect(
     for t, prompt, gen in zip(trajs, prompts, gens):
         report = parse_reflection(gen.text, len(t))
         stats["reflections"] = stats.get("reflections", 0.0) + 1
+        t.info["reflection"] = {"text": gen.text, "valid": report is not None}
         if report is None:
             stats["reflection_invalid"] = stats.get("reflection_invalid", 0.0) + 1
             pivots.append(None)
