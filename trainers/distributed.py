@@ -320,6 +320,7 @@ class DataParallel(Parallel):
             from torch.nn.parallel import DistributedDataParallel
 
             device = next(decoder.parameters()).device
+            # buffers (rotary frequencies) are the same on every rank: no sync at all
             self._wrapped_decoder = DistributedDataParallel(
                 decoder,
                 device_ids=[device.index] if device.type == "cuda" else None,
