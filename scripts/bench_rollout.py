@@ -10,8 +10,8 @@ Cases:
   a  ALFWorld, TextWorld engine backend: inprocess vs process and ray, 2 shards of 16
   b  WebShop in a browser (Chromium): 8 browsers, 4 shards of 2 (process), vs inprocess
   c  KeyRooms with an ARTIFICIAL 50 ms sleep after every env step: inprocess vs 4 shards of 8
-  d  (hook) SmolLM2 on vLLM, sync vs async: scripts/bench_async.py measures it; listed in
-     EXTRA_CASES so `--cases d` runs it from here once it registers there
+  d  SmolLM2 on vLLM, sync vs async S=1 on case c's env: scripts/bench_async.py measures it;
+     `--cases d` runs it from here (EXTRA_CASES)
 
 Reported per run: wall seconds of the rollout (pool start-up excluded, shown as ``start_s``),
 episodes/s, env steps/s, and p50/p99 latency of one env step (request to result, as the
@@ -138,6 +138,21 @@ CASES: dict[str, list[tuple[str, tuple[str, dict], str, int, float, int]]] = {
 #: Cases measured elsewhere: name -> callable(argv) printing its own JSON lines (case d, the
 #: model-driven sync-vs-async comparison, belongs to scripts/bench_async.py).
 EXTRA_CASES: dict[str, Callable[[list[str]], Any]] = {}
+
+
+def _case_d(argv: list[str]) -> Any:
+    """Case (d): scripts/bench_async.py with its defaults (it starts its own vLLM server)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).with_name("bench_async.py")
+    spec = importlib.util.spec_from_file_location("bench_async", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main([])
+
+
+EXTRA_CASES["d"] = _case_d
 
 
 def table(rows: list[dict[str, Any]]) -> str:
