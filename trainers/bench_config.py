@@ -141,7 +141,7 @@ class BenchmarkConfig(_Section):
     @model_validator(mode="after")
     def _check_methods(self) -> BenchmarkConfig:
         from creditgym import credit
-        from creditgym.trainers import recipes, strategies
+        from creditgym.trainers import plugins, recipes, strategies  # noqa: F401  (plugins: "a+b")
 
         if not self.methods:
             raise ValueError("methods is empty")

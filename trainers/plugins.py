@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from creditgym.trainers import recipes as _recipes
 from creditgym.trainers.recipes import IterationContext, Recipe
 
 __all__ = [
@@ -113,6 +114,9 @@ def compose(name: str) -> Recipe:
         recipe.tracker_options, recipe.buffer_options,
     )  # fmt: skip
     return recipe
+
+
+_recipes._COMPOSERS.append(compose)  # recipes.resolve("a+b") without importing us
 
 
 class TrainerPlugins:

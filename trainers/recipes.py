@@ -117,6 +117,11 @@ def register_recipe(name: str, *, credit: str, **fields: Any) -> Recipe:
     return recipe
 
 
+#: Resolvers of composed names ("a+b"), registered by `creditgym.trainers.plugins` on import
+#: (a registration instead of an import here keeps the module graph free of cycles).
+_COMPOSERS: list[Callable[[str], Recipe]] = []
+
+
 def resolve(name: str) -> Recipe:
     """The recipe a benchmark method name runs: a registered recipe, else the credit module of
     that name with the benchmark's defaults. An unknown name lists both kinds."""
@@ -125,9 +130,12 @@ def resolve(name: str) -> Recipe:
     if name in _RECIPES.available():
         return _RECIPES.get(name)
     if "+" in name:  # a composition, e.g. "gigpo+arpo" (issue 19, creditgym.trainers.plugins)
-        from creditgym.trainers.plugins import compose
-
-        return compose(name)
+        if not _COMPOSERS:
+            raise ValueError(
+                f"{name!r} composes recipes: import creditgym.trainers.plugins first (it "
+                "registers the composer)"
+            )
+        return _COMPOSERS[-1](name)
     if name in credit.available():
         return Recipe(name=name, credit=name)
     raise ValueError(
