@@ -298,6 +298,7 @@ def check_exactness(
     cosine = torch.nn.functional.cosine_similarity(gu, gp, dim=0)
     return {
         "logp_max_abs": float((lu - lp).abs().max()),
+        "logp_max_rel": float(((lu - lp).abs() / lu.abs().clamp_min(1.0)).max()),
         "entropy_max_abs": float((eu - ep).abs().max()),
         "grad_cosine": float(cosine),
         "grad_max_rel": float((gu - gp).abs().max() / gu.abs().max().clamp_min(1e-30)),
