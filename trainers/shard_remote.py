@@ -75,6 +75,11 @@ class ServedShard:
 
         self.inner = InProcessShard(env_id, size, split, env_kwargs, step_latency_s=step_latency_s)
         self._started = [False] * size
+        # An env class with ``thread_safe = False`` (shared engine state, e.g. ALFWorld's
+        # TextWorld engine) gets its calls one at a time; the shard's process still runs in
+        # parallel with the others.
+        env_class = type(self.inner._envs[0])
+        self._serial = None if getattr(env_class, "thread_safe", True) else threading.Lock()
 
     @property
     def description(self) -> EnvDescription:
@@ -96,7 +101,11 @@ class ServedShard:
                 if method == "expert_many":
                     return [None for _ in calls]
                 raise WorkerLost(lost)
-        out = getattr(self.inner, method)(list(calls))
+        if self._serial is not None:
+            with self._serial:
+                out = getattr(self.inner, method)(list(calls))
+        else:
+            out = getattr(self.inner, method)(list(calls))
         if method in ("reset_many", "restore_many"):
             for c, r in zip(calls, out):
                 self._started[c[0]] = r.error is None

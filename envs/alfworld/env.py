@@ -129,6 +129,9 @@ class ALFWorldEnv(TextEnv):
     default_max_steps: ClassVar[int] = 50
     #: Native snapshots of the fast backend's state; the engine backend is replayed.
     branching: ClassVar[str] = "snapshot"
+    #: Two envs of one process must not be called at once (the TextWorld engine shares state);
+    #: remote env shards then call them one at a time.
+    thread_safe: ClassVar[bool] = False
 
     def __init__(
         self,
