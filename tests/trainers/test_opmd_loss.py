@@ -22,9 +22,9 @@ def test_opmd_is_minus_advantage_times_logp_over_one_plus_tau():
     )
     obj = build_objective(LearnerConfig(opmd_tau=1.0), policy="opmd", terms=[])
     loss, out, _ = obj(batch)
-    assert abs(float(loss) - 1.0) < 1e-6 and float(out.clip_count) == 0.0
+    assert abs(float(loss.detach()) - 1.0) < 1e-6 and float(out.clip_count) == 0.0
     loss.backward()
     # dL/dlogp = -A / (1 + tau) / denominator on counted tokens: [-0.5, -0.25, 0].
     torch.testing.assert_close(logp.grad, torch.tensor([-0.5, -0.25, 0.0]))
     obj0 = build_objective(LearnerConfig(opmd_tau=0.0), policy="opmd", terms=[])
-    assert abs(float(obj0(batch)[0]) - 2.0) < 1e-6
+    assert abs(float(obj0(batch)[0].detach()) - 2.0) < 1e-6
