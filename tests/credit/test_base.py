@@ -158,12 +158,16 @@ def test_advantages_mask_and_weight_are_checked() -> None:
         Advantages(values=np.zeros(3), mask=np.array([True, False])).check(3)
     with pytest.raises(ValueError, match="weight must be finite"):
         Advantages(values=np.zeros(2), weight=np.array([1.0, np.inf])).check(2)
-    # Today's modules return neither (IGPO needs answer log-probs these groups lack).
-    names = [n for n in credit.available() if "answer_logprobs" not in credit.make(n).needs]
-    assert "gigpo" in names and "hiper" in names
+    # Only SPO-tree masks steps (those on no sampled edge leave the loss); every other module
+    # returns neither. IGPO needs answer log-probs and SSPO a tracker's baseline, which these
+    # groups lack.
+    lacking = {"answer_logprobs", "task_baseline"}
+    names = [n for n in credit.available() if not lacking & set(credit.make(n).needs)]
+    assert {"gigpo", "hiper", "spo_tree", "r3l"} <= set(names)
     for name in names:
         out = credit.make(name)(_groups(3, 2))
-        assert out.mask is None and out.weight is None, name
+        assert out.weight is None, name
+        assert (out.mask is not None) == (name == "spo_tree"), name
 
 
 def test_modules_declare_their_value_heads() -> None:

@@ -176,7 +176,7 @@ def test_unknown_names_list_the_registered_ones() -> None:
     assert "ppo_clip" in available_policy_losses() and available_policies is available_policy_losses
     assert {"kl", "entropy"} <= set(available_terms())
     with pytest.raises(
-        ValueError, match=r"unknown policy loss 'reinforce'; registered: \['ppo_clip'"
+        ValueError, match=r"unknown policy loss 'reinforce'; registered: \['opmd', 'ppo_clip'"
     ):
         build_objective(_config(), policy="reinforce")
     with pytest.raises(ValueError, match=r"unknown loss term 'l2'; registered: \[.*'entropy'"):
