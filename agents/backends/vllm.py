@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from creditgym.agents.backends import lifeline
 from creditgym.agents.backends.base import (
     Generation,
     SamplingConfig,
@@ -404,11 +405,18 @@ class VLLMServerBackend(OpenAIBackend):
             )
 
     def _launch(self, cmd: list[str]) -> None:
-        """Start the server process in its own session, its output going to ``log_path``."""
+        """Start the server process in its own session, its output going to ``log_path``.
+
+        The server runs under `lifeline`, which stops its whole process group when this process
+        exits without closing the backend (a SIGKILLed trainer leaves no server behind)."""
         env = vllm_env({"VLLM_SERVER_DEV_MODE": "1"})
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                lifeline.command(cmd),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         self._reaper = weakref.finalize(self, _stop_process, self.process)
 
