@@ -4,9 +4,24 @@
 A module is a pure function of recorded `TrajectoryGroup`s returning `Advantages`.
 """
 
-from creditgym.credit import empg, gigpo, grpo, hgpo, hiper, igpo, ppo, rloo, salt  # noqa: F401  (registration)
-from creditgym.credit import r3l, spo_chain, spo_tree, tree_grpo  # noqa: F401  (issue 18)
-from creditgym.credit import sspo, stratified_grpo  # noqa: F401  (issue 19)
+# Importing each module registers it.
+from creditgym.credit import (  # noqa: F401
+    empg,
+    gigpo,
+    grpo,
+    hgpo,
+    hiper,
+    igpo,
+    ppo,
+    r3l,
+    rloo,
+    salt,
+    spo_chain,
+    spo_tree,
+    sspo,
+    stratified_grpo,
+    tree_grpo,
+)
 from creditgym.credit.base import (
     READ_POSITIONS,
     Advantages,

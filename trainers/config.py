@@ -287,6 +287,7 @@ class RolloutConfig(_Section):
         except (TypeError, ValueError, NotImplementedError) as exc:
             raise ValueError(f"rollout.strategy_options for {self.strategy!r}: {exc}") from None
         return self
+
     mode: Literal[ROLLOUT_MODES] = "sync"  # type: ignore[valid-type]
     """"sync": each iteration's groups are played, then trained on; "async": episodes advance
     independently while the learner trains, at most ``max_staleness`` versions behind
