@@ -194,8 +194,19 @@ class ProcessShard(RemoteShard):
                 self._conn.send((call_id, method, calls))
         except (OSError, ValueError, AttributeError) as exc:
             self._futures.pop(call_id, None)
-            fut.set_exception(WorkerLost(f"env worker unreachable: {_one_line(exc)}"))
+            fut.set_exception(WorkerLost(self._lost_reason(exc)))
         return fut
+
+    def _lost_reason(self, exc: BaseException) -> str:
+        """Why a send failed: the worker's exit code when it has exited (the same words the
+        reader thread uses, whichever of the two notices first), else the send error."""
+        proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+            if proc.returncode is not None:
+                return f"env worker process {proc.pid} exited (code {proc.returncode})"
+        return f"env worker unreachable: {_one_line(exc)}"
 
     def _kill(self, final: bool = False) -> None:
         proc, conn = self._proc, self._conn
