@@ -40,7 +40,13 @@ from creditgym.envs.branching import require_branching
 from creditgym.trainers import recipes, samplers, strategies
 from creditgym.trainers.bench_config import BenchmarkConfig
 from creditgym.trainers.config import ConfigError, load, parse_overrides
-from creditgym.trainers.reference import fidelity_scores, mc_reference, pairwise_order, pearson
+from creditgym.trainers.reference import (
+    fidelity_scores,
+    mc_reference,
+    pairwise_order,
+    pearson,
+    trained_steps,
+)
 from creditgym.trainers.rollout import EnvPool, collect
 from creditgym.trainers.viewer.bench import write_benchmark_dump
 
@@ -320,7 +326,9 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         ref = mc_result.values if mc_result is not None else exact_ref
         if want_fid and ref is not None:
             halves = mc_result.halves if mc_result is not None else None
-            scores = fidelity_scores(groups, adv.values, ref, halves)
+            # Scored on the steps the method trains on (masked steps carry no claim).
+            trained = trained_steps(adv)
+            scores = fidelity_scores(groups, adv.values, ref, halves, mask=trained)
             if scores["pearson"] is None:
                 skipped += 1
             else:
@@ -338,7 +346,7 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
                 curve["mc_vs_exact"].append(agree)
                 # the exact-reference fidelity on the MC's sampled steps: what r corrected
                 # should recover
-                on = np.isfinite(ref)
+                on = np.isfinite(ref) & trained
                 curve["fidelity_exact_sampled"].append(
                     pearson(adv.values[on], exact_ref[on]) if agree is not None else None
                 )

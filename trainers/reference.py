@@ -30,6 +30,11 @@ Scores (`fidelity_scores`):
 - pairwise order accuracy (`pairwise_order`): pairs of steps in one group at the same state with
   different actions; the method's order of each pair against the reference's; reference ties
   skipped, method ties count one half.
+
+Every score is taken over the steps the method trains on (`trained_steps`: ``Advantages.mask``
+True and ``Advantages.weight`` not 0). A masked step's advantage is no claim about that step
+(SPO-tree sets it to 0 for unselected edges, R^3L for a retry's shared prefix), so counting it
+would score the mask, not the credit. Methods that mask nothing score as before.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ __all__ = [
     "mc_reference",
     "pairwise_order",
     "pearson",
+    "trained_steps",
 ]
 
 
@@ -62,21 +68,42 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def trained_steps(advantages: Any) -> np.ndarray:
+    """Bool per step: True where the method trains on it (``mask`` True and ``weight`` != 0)."""
+    return advantages.step_mask() & (advantages.step_weight() != 0.0)
+
+
+def _restrict(reference: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """`reference` as floats with NaN wherever `mask` is False (a copy; `mask` None: unchanged)."""
+    reference = np.array(reference, dtype=np.float64)
+    if mask is None:
+        return reference
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != reference.shape:
+        raise ValueError(f"mask has shape {mask.shape}, the reference {reference.shape}")
+    reference[~mask] = np.nan
+    return reference
+
+
 def _tol(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return 1e-9 * max(1.0, float(np.abs(finite).max()) if len(finite) else 1.0)
 
 
 def pairwise_order(
-    groups: Sequence[TrajectoryGroup], method: np.ndarray, reference: np.ndarray
+    groups: Sequence[TrajectoryGroup],
+    method: np.ndarray,
+    reference: np.ndarray,
+    mask: np.ndarray | None = None,
 ) -> tuple[float | None, int]:
     """Within-state pairwise order accuracy and the number of pairs scored.
 
     Pairs: two steps of one group at the same ``state_key`` with different actions, both with a
-    finite reference. A pair the reference ties is skipped; otherwise it scores 1 when the method
-    orders it the same way, 1/2 when the method ties it, 0 otherwise. Pooled over the batch.
+    finite reference and both True in ``mask`` (None: every step). A pair the reference ties is
+    skipped; otherwise it scores 1 when the method orders it the same way, 1/2 when the method
+    ties it, 0 otherwise. Pooled over the batch.
     """
-    method, reference = np.asarray(method, dtype=np.float64), np.asarray(reference, dtype=float)
+    method, reference = np.asarray(method, dtype=np.float64), _restrict(reference, mask)
     tol_m, tol_r = _tol(method), _tol(reference)
     score, pairs, pos = 0.0, 0, 0
     for g in groups:
@@ -107,19 +134,23 @@ def fidelity_scores(
     method: np.ndarray,
     reference: np.ndarray,
     halves: tuple[np.ndarray, np.ndarray] | None = None,
+    mask: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Pearson raw, Pearson corrected for the reference's noise (split-half attenuation; equal
-    to raw without halves), the split-half reliability, pairwise order accuracy and its pairs."""
+    to raw without halves), the split-half reliability, pairwise order accuracy and its pairs,
+    and the number of steps scored. Only steps True in ``mask`` count (None: every step; pass
+    `trained_steps(advantages)`), for the reliability too."""
+    reference = _restrict(reference, mask)
     raw = pearson(method, reference)
     out: dict[str, Any] = {"pearson": raw, "pearson_corrected": raw, "reliability": 1.0}
     if halves is not None:
-        r_hh = pearson(*halves)
+        r_hh = pearson(*(_restrict(h, mask) for h in halves))
         rel = None if r_hh is None else 2 * r_hh / (1 + r_hh)
         out["reliability"] = rel
         ok = raw is not None and rel is not None and rel > 0
         out["pearson_corrected"] = raw / np.sqrt(rel) if ok else None
     out["pairwise"], out["pairs"] = pairwise_order(groups, method, reference)
-    out["steps"] = int(np.isfinite(np.asarray(reference, dtype=float)).sum())
+    out["steps"] = int(np.isfinite(reference).sum())
     return out
 
 
