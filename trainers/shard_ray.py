@@ -13,23 +13,38 @@ e.g. ``"auto"``) the pool joins that cluster; without it a local one is started
 last pool using it closes; a Ray session that was already initialised (by the caller) is left
 alone. Ray 2.60 turns token authentication on: a local cluster generates its own token, and
 joining a secured cluster needs ``RAY_AUTH_TOKEN`` (or Ray's token file) on this machine.
+
+After shutting down a local cluster it started, the pool makes sure no process of that cluster
+is left (`reap_local_cluster`): the head processes Ray started (GCS, raylet, monitors), their
+descendants, and any process whose environment names the cluster's raylet
+(``RAY_RAYLET_PID``, which Ray sets for every worker and which a worker's own children inherit)
+get a grace period to exit and are then killed. A joined cluster is never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
+import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from creditgym.trainers.shard_remote import RemoteShard, ServedShard, WorkerLost
 from creditgym.trainers.shards import EnvDescription, register_shard
 
-__all__ = ["RayShard", "acquire_ray", "release_ray"]
+__all__ = ["RayShard", "acquire_ray", "reap_local_cluster", "release_ray"]
 
 _session_lock = threading.Lock()
-_session = {"users": 0, "owned": False}
+_session = {"users": 0, "owned": False, "local": False}
+#: Seconds a local cluster's processes get to exit after `ray.shutdown` before they are killed.
+REAP_GRACE_S = 10.0
+#: What the last local cluster's reaping saw: its raylet pid, how many processes were known
+#: before the shutdown, and the pids killed after it.
+last_reap: dict[str, Any] = {}
 
 
 def acquire_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -49,6 +64,7 @@ def acquire_ray(address: str | None = None, num_cpus: int | None = None) -> None
                     log_to_driver=False,
                 )
             _session["owned"] = True
+            _session["local"] = not address
         _session["users"] += 1
 
 
@@ -59,8 +75,110 @@ def release_ray() -> None:
     with _session_lock:
         _session["users"] = max(_session["users"] - 1, 0)
         if _session["users"] == 0 and _session["owned"]:
-            _session["owned"] = False
+            local = _session["local"]
+            _session["owned"] = _session["local"] = False
+            cluster = _local_cluster() if local else None
             ray.shutdown()
+            if cluster is not None:
+                last_reap.clear()
+                last_reap.update(raylet=cluster[1], known=len(cluster[0]))
+                last_reap["killed"] = reap_local_cluster(*cluster)
+
+
+def _start_time(pid: int) -> int | None:
+    """A process's start time (clock ticks since boot, /proc/<pid>/stat field 22); None when
+    it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every visible process."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                out[int(entry.name)] = int(stat[1])
+    return out
+
+
+def _local_cluster() -> tuple[dict[int, int], int, int] | None:
+    """The processes of the local cluster this process started, read before it shuts down:
+    {pid: start time} of its head processes and their descendants, the raylet's pid and start
+    time. None where /proc or Ray's node record is unavailable."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None or not Path("/proc/self/stat").exists():
+        return None
+    head = {info.process.pid for infos in node.all_processes.values() for info in infos}
+    raylets = [info.process.pid for info in node.all_processes.get("raylet", [])]
+    parents = _parents()
+    known, frontier = set(head), set(head)
+    while frontier:  # descendants, breadth first
+        frontier = {p for p, pp in parents.items() if pp in frontier and p not in known}
+        known |= frontier
+    started = {p: t for p in known if (t := _start_time(p)) is not None}
+    if not raylets or raylets[0] not in started:
+        return started, -1, 0
+    return started, raylets[0], started[raylets[0]]
+
+
+def _names_raylet(pid: int, marker: bytes) -> bool:
+    try:
+        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def reap_local_cluster(
+    known: dict[int, int], raylet_pid: int, raylet_start: int, grace_s: float | None = None
+) -> list[int]:
+    """Kill what is left of a local Ray cluster after `ray.shutdown`; return the pids killed.
+
+    Left means: a process of ``known`` ({pid: start time}, read before the shutdown) still
+    running with the same start time, or any process started since the raylet whose environment
+    holds ``RAY_RAYLET_PID=<raylet_pid>`` (a worker the raylet started late, or a process a worker
+    started). They get ``grace_s`` (`REAP_GRACE_S`) to exit on their own, then SIGKILL; a
+    RuntimeWarning names what was killed.
+    """
+    grace = REAP_GRACE_S if grace_s is None else grace_s
+    me = os.getpid()
+    marker = f"RAY_RAYLET_PID={raylet_pid}".encode()
+
+    def left() -> dict[int, int]:
+        out = {p: t for p, t in known.items() if p != me and _start_time(p) == t}
+        if raylet_pid > 0:
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit() or int(entry.name) in out or int(entry.name) == me:
+                    continue
+                pid = int(entry.name)
+                start = _start_time(pid)
+                if start is not None and start >= raylet_start and _names_raylet(pid, marker):
+                    out[pid] = start
+        return out
+
+    deadline = time.monotonic() + grace
+    while (stray := left()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    killed = []
+    for pid, start in stray.items():
+        if _start_time(pid) == start:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    if killed:
+        warnings.warn(
+            f"the local Ray cluster left {len(killed)} process(es) after shutdown; killed "
+            f"{sorted(killed)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return killed
 
 
 class _ShardActor:
