@@ -12,6 +12,10 @@ iterations, the method's step advantages are compared with the exact A^pi(s, a) 
 policy (Pearson correlation pooled over the batch's steps; the env must expose `model()`).
 
 Writes DIR/summary.json, DIR/summary.md, DIR/curves.png and DIR/runs.jsonl (raw curves).
+
+``--merge DIR,DIR --out DIR`` combines folders made with the same settings (a method benchmarked
+later next to the first ones) into one summary, without running anything; equal turns are then
+re-taken over every run.
 """
 
 from __future__ import annotations
@@ -680,6 +684,52 @@ def prepare(cfg: BenchmarkConfig) -> tuple[BenchmarkConfig, dict | None]:
     return cfg.model_copy(update={"prior_beta": calibration["beta"]}), calibration
 
 
+#: Settings that may differ between benchmark folders that `merge` combines.
+MERGE_FREE = {"methods", "method_options", "dump_dir", "dump_iterations", "panel_hash",
+              "prior_beta_used", "prior_success_exact", "reference_used", "equal_turns_budget",
+              "reliability_median", "prior_calibration"}  # fmt: skip
+
+
+def merge(folders: list[str], out: Path) -> dict:
+    """One summary over the runs of several benchmark folders made with the same settings (the
+    same env, seeds, iterations, start policy and reference; only the methods differ), e.g. a
+    method added later. Refuses folders whose settings differ, or that repeat a method."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    configs, runs = [], []
+    for folder in folders:
+        path = Path(folder)
+        if not (path / "summary.json").exists() or not (path / "runs.jsonl").exists():
+            raise SystemExit(f"error: {folder} has no summary.json and runs.jsonl")
+        configs.append(json.loads((path / "summary.json").read_text())["config"])
+        runs.extend(json.loads(line) for line in (path / "runs.jsonl").read_text().splitlines())
+    first = {k: v for k, v in configs[0].items() if k not in MERGE_FREE}
+    for folder, c in zip(folders[1:], configs[1:], strict=True):
+        other = {k: v for k, v in c.items() if k not in MERGE_FREE}
+        diff = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
+        if diff:
+            raise SystemExit(f"error: {folder} differs from {folders[0]} in {diff}")
+    methods = [m for c in configs for m in c["methods"]]
+    if len(set(methods)) != len(methods):
+        raise SystemExit(f"error: a method is in more than one folder: {methods}")
+    keep = {k: v for k, v in configs[0].items() if k in BenchmarkConfig.model_fields}
+    keep |= {"methods": methods, "method_options": {}, "out": str(out)}
+    keep["method_options"] = {k: v for c in configs for k, v in c["method_options"].items()}
+    cfg = BenchmarkConfig(**keep)
+    summary = summarise(cfg, runs)
+    summary["merged_from"] = folders
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(markdown(summary))
+    with open(out / "runs.jsonl", "w") as f:
+        for r in runs:
+            f.write(json.dumps(r) + "\n")
+    plot(summary, runs, out / "curves.png")
+    Console().print(Markdown(markdown(summary)))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
     from rich.markdown import Markdown
@@ -691,6 +741,11 @@ def main(argv: list[str] | None = None) -> dict:
         TimeRemainingColumn,
     )
 
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["--merge"]:
+        if len(args) != 4 or args[2] != "--out":
+            raise SystemExit("usage: benchmark_credit.py --merge DIR,DIR[,...] --out DIR")
+        return merge(args[1].split(","), Path(args[3]))
     cfg = parse_args(argv)
     cfg, calibration = prepare(cfg)
     out = Path(cfg.out)
