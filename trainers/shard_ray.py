@@ -77,7 +77,12 @@ def release_ray() -> None:
         if _session["users"] == 0 and _session["owned"]:
             local = _session["local"]
             _session["owned"] = _session["local"] = False
-            cluster = _local_cluster() if local else None
+            cluster = None
+            if local:
+                try:  # reads Ray's node record (a private API): never block the shutdown
+                    cluster = _local_cluster()
+                except Exception:
+                    cluster = None
             ray.shutdown()
             if cluster is not None:
                 last_reap.clear()
