@@ -367,3 +367,41 @@ def test_leave_one_out_factor_uses_the_members_present():
     r = np.array([1.0, 4.0, 0.0, 2.0, 6.0])
     ids = np.array([0, 0, 1, 1, 1])
     np.testing.assert_allclose(leave_one_out(r, ids), [-3.0, 3.0, -4.0, -1.0, 5.0])
+
+
+#: Non-default options that change how a module forms or normalises its sets.
+VARIANTS = [
+    ("empg", {"base": "hiper", "base_options": {"values": "group"}}),
+    ("gigpo", {"episode_score": "verl_agent"}),
+    ("gigpo", {"per_step_rows": True, "std": "population"}),
+    ("gigpo", {"similarity": 0.9}),
+    ("grpo", {"per_step_rows": True, "mode": "mean_norm"}),
+    ("hgpo", {"history": 3, "std": "sample", "mode": "mean_norm"}),
+    ("hiper", {"values": "group", "group_bootstrap": "return"}),
+    ("igpo", {"variant": "log_prob_diff", "std": "sample"}),
+    ("r3l", {"max_reward_adv": 1.0}),
+    ("spo_chain", {"v0": "ref", "prob_mask": None}),
+    ("spo_tree", {"adv_method": "grpo", "only_nonzero": False}),
+    ("sspo", {"per_step_rows": True}),
+    ("stratified_grpo", {"alpha": 1.0, "stratum": "num_search_calls"}),
+    ("tree_grpo", {"shared_prefix": "mean"}),
+    ("tree_grpo", {"variant": "tree_inner", "std": "population"}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS, ids=lambda v: str(v))
+def test_option_variants_on_groups_of_2_3_and_G(name, options):
+    groups = batch()
+    n = sum(g.num_steps for g in groups)
+    adv = credit.make(name, **options)(groups)
+    assert adv.values.shape == (n,) and np.all(np.isfinite(adv.values))
+    for v in (adv.spans or {}).values():
+        assert v.shape == (n,) and np.all(np.isfinite(v))
+    for arr in (adv.mask, adv.weight):
+        assert arr is None or arr.shape == (n,)
+    if name in GROUP_LOCAL:  # with its locality options (whitening off) added
+        module = credit.make(name, **{**GROUP_LOCAL[name], **options})
+        together = slices(groups, module(groups).values)
+        for gi, g in enumerate(groups):
+            for a, b in zip(together[gi], slices([g], module([g]).values)[0]):
+                np.testing.assert_allclose(a, b, atol=1e-12, err_msg=f"{name} {options}")
