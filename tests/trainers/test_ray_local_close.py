@@ -72,8 +72,10 @@ def test_a_local_cluster_and_every_process_it_started_end_with_the_pool(tag, mon
             cluster = shard_ray._local_cluster()
             assert cluster is not None and cluster[1] in during  # the raylet is known
     assert not ray.is_initialized()
-    assert shard_ray.last_reap.get("killed") == [orphan], shard_ray.last_reap
-    assert any("left 1 process(es) after shutdown" in str(w.message) for w in caught)
+    # The daemon is killed; on a loaded machine a Ray process slower than the 2 s grace may be
+    # killed beside it.
+    assert orphan in shard_ray.last_reap.get("killed", []), shard_ray.last_reap
+    assert any("process(es) after shutdown" in str(w.message) for w in caught)
     assert wait_gone(tag, within_s=5) == []
     # Nothing of that cluster is left: reaping it again finds nothing to kill.
     assert shard_ray.reap_local_cluster(*cluster, grace_s=0) == []
