@@ -476,6 +476,11 @@ class LearnerConfig:
     """Passes over the batch per update."""
     mini_batches: int = Field(2, ge=1)
     """Optimizer steps per epoch (the batch is shuffled and split; >= 2 makes clipping matter)."""
+    minibatch_split: Literal["group", "sample"] = "group"
+    """How the batch is cut into mini-batches: "group" shuffles the groups and cuts the samples,
+    in that order, into `mini_batches` chunks of near-equal size, so samples that share a task's
+    prompt prefix travel together and packing forwards the prefix once (verl also splits by
+    group); "sample" shuffles the samples one by one. Packing on or off trains the same split."""
     micro_batch_tokens: int = Field(2048, ge=16)
     """Token budget of one forward/backward (padded length x samples); gradients accumulate."""
     context: str = "steps"

@@ -52,6 +52,19 @@ __all__ = [
 ]
 
 
+def split_order(gen: np.random.Generator, count: int, keys: Sequence[int] | None) -> np.ndarray:
+    """The sample order that mini-batches are cut from: a permutation of ``range(count)``, or,
+    with ``keys`` (a group number per sample), the groups in a random order, each group's
+    samples in their own order."""
+    if keys is None:
+        return gen.permutation(count)
+    if len(keys) != count:
+        raise ValueError(f"{len(keys)} group keys for {count} samples")
+    groups = sorted(set(keys))
+    rank = {groups[g]: r for r, g in enumerate(gen.permutation(len(groups)))}
+    return np.asarray(sorted(range(count), key=lambda i: (rank[keys[i]], i)), dtype=np.int64)
+
+
 class WorldSizeMismatch(RuntimeError):
     """A checkpoint written by a different number of ranks than this run has."""
 
@@ -204,9 +217,19 @@ class Parallel:
     world_size = 1
     rank = 0
 
-    def minibatches(self, samples: Sequence[Any], gen: np.random.Generator, n: int) -> list[list]:
-        """Split ``samples`` into ``min(n, len)`` shuffled mini-batches."""
-        order = gen.permutation(len(samples))
+    def minibatches(
+        self,
+        samples: Sequence[Any],
+        gen: np.random.Generator,
+        n: int,
+        keys: Sequence[int] | None = None,
+    ) -> list[list]:
+        """Split ``samples`` into ``min(n, len)`` shuffled mini-batches.
+
+        Without ``keys`` the samples are shuffled one by one. With ``keys`` (each sample's group)
+        the groups are shuffled and the samples, group after group, are cut into near-equal
+        chunks (`split_order`)."""
+        order = split_order(gen, len(samples), keys)
         return [
             [samples[i] for i in chunk] for chunk in np.array_split(order, min(n, len(samples)))
         ]
@@ -291,14 +314,28 @@ class DataParallel(Parallel):
         return out
 
     # ----------------------------------------------------------------------------- batches
-    def minibatches(self, samples: Sequence[Any], gen: np.random.Generator, n: int) -> list[list]:
+    def minibatches(
+        self,
+        samples: Sequence[Any],
+        gen: np.random.Generator,
+        n: int,
+        keys: Sequence[int] | None = None,
+    ) -> list[list]:
         """The one-process split of the global sample list (rank 0's first), this rank's part.
 
         Every rank draws the same permutation (same generator state), so the global mini-batch k
-        is exactly what a single process would train on; a rank may get an empty part."""
+        is exactly what a single process would train on; a rank may get an empty part. Group
+        ``keys`` are made global by numbering each rank's groups after the earlier ranks'."""
         counts = [int(c) for c in self.all_gather(len(samples))]
         offset, total = sum(counts[: self.rank]), sum(counts)
-        order = gen.permutation(total)
+        global_keys = None
+        if keys is not None:
+            every = self.all_gather([int(k) for k in keys])
+            global_keys, base = [], 0
+            for part in every:
+                global_keys.extend(base + k for k in part)
+                base += max(part, default=-1) + 1
+        order = split_order(gen, total, global_keys)
         parts = []
         for chunk in np.array_split(order, min(n, total)):
             mine = [int(i) - offset for i in chunk if offset <= i < offset + len(samples)]

@@ -63,6 +63,7 @@ from creditgym.trainers.packing import (
     Layout,
     packed_layout,
     packed_micro_batches,
+    use_tree_attention,
     padded_layout,
     unsupported_reason,
 )
@@ -85,6 +86,8 @@ class _Sample:
     ref_logp: torch.Tensor | None = None
     #: Scored by the learner under the pre-update policy (entropies and mismatch recorded).
     measured: bool = False
+    #: Index of the sample's group in the batch (mini-batches keep groups together).
+    group: int = 0
 
     @property
     def num_tokens(self) -> int:
@@ -190,6 +193,10 @@ class Learner:
             reason = unsupported_reason(self.base_model.config, config.pack_tokens)
             if reason is None:
                 self.pack_tokens = config.pack_tokens
+                # packed rows: attention reads only the keys a query block may see (exact)
+                for m in (self.base_model, self.reference):
+                    if m is not None:
+                        use_tree_attention(m)
             else:
                 print(
                     f"learner: prefix packing off, forwarding unpacked ({reason})", file=sys.stderr
@@ -230,7 +237,7 @@ class Learner:
         """Turn recorded steps into training sequences (see the module docstring)."""
         samples: list[_Sample] = []
         index = 0
-        for group in groups:
+        for g, group in enumerate(groups):
             for traj in group.trajectories:
                 current: _Sample | None = None
                 for step in traj.steps:
@@ -248,7 +255,7 @@ class Learner:
                         and prompt[: len(current.ids)] == current.ids
                     )
                     if not extends:
-                        current = _Sample(ids=list(prompt), positions=[], parts=[])
+                        current = _Sample(ids=list(prompt), positions=[], parts=[], group=g)
                         samples.append(current)
                     else:
                         current.ids.extend(prompt[len(current.ids) :])
@@ -525,8 +532,9 @@ class Learner:
         )
         clipped, tokens, steps_taken = 0.0, 0, 0
         forwarded0 = self.tokens_forwarded
+        keys = [s.group for s in samples] if self.config.minibatch_split == "group" else None
         plan = [
-            self.dist.minibatches(samples, gen, self.config.mini_batches)
+            self.dist.minibatches(samples, gen, self.config.mini_batches, keys)
             for _ in range(self.config.epochs)
         ]
         if self._deferred:  # score what the first mini-batch's own forward will not

@@ -33,7 +33,7 @@ from creditgym.trainers.batching import pad_right, token_batches
 #: ``config.model_type`` values the packed forward is verified exact on (see the module docstring).
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "qwen2", "qwen3", "mistral")
 #: Attention implementations that read a custom 4D additive mask.
-SUPPORTED_ATTENTION: tuple[str, ...] = ("sdpa", "eager")
+SUPPORTED_ATTENTION: tuple[str, ...] = ("sdpa", "eager", "creditgym_tree")
 
 
 def unsupported_reason(model_config: Any, row_tokens: int) -> str | None:
@@ -67,16 +67,24 @@ class Layout:
     rows: list[int]
     cols: list[list[int]]
     forwarded: int
+    #: Packed rows only: per row, ``(start, stop, keys)`` for each block of query columns, with
+    #: ``keys`` the columns any of them may attend to (read by `tree_attention_forward`).
+    plan: list[list[tuple[int, int, torch.Tensor]]] | None = None
 
-    def inputs(self) -> dict[str, torch.Tensor]:
+    def inputs(self) -> dict[str, Any]:
         """Keyword arguments for a decoder's forward."""
-        out = {"input_ids": self.ids, "attention_mask": self.attention_mask}
+        out: dict[str, Any] = {"input_ids": self.ids, "attention_mask": self.attention_mask}
         if self.position_ids is not None:
             out["position_ids"] = self.position_ids
+        if self.plan is not None:
+            out["tree_plan"] = self.plan
         return out
 
     def to(self, device: Any) -> Layout:
         pos = None if self.position_ids is None else self.position_ids.to(device)
+        plan = None
+        if self.plan is not None:
+            plan = [[(a, b, k.to(device)) for a, b, k in row] for row in self.plan]
         return Layout(
             self.ids.to(device),
             self.attention_mask.to(device),
@@ -84,6 +92,7 @@ class Layout:
             self.rows,
             self.cols,
             self.forwarded,
+            plan,
         )
 
 
@@ -151,12 +160,17 @@ def packed_size(seqs: Sequence[Sequence[int]]) -> int:
 
 
 def packed_layout(
-    seqs: Sequence[Sequence[int]], row_tokens: int, dtype: torch.dtype = torch.float32
+    seqs: Sequence[Sequence[int]],
+    row_tokens: int,
+    dtype: torch.dtype = torch.float32,
+    query_block: int | None = None,
 ) -> Layout:
     """The packed layout of ``seqs`` (rows as `pack_rows` cuts them, in the given order).
 
     ``dtype`` is the additive mask's (the model's compute dtype): 0 where a token may attend,
-    the dtype's minimum elsewhere. A padding column attends to itself only.
+    the dtype's minimum elsewhere. A padding column attends to itself only. ``plan`` cuts each
+    row's queries into blocks of ``query_block`` (default `QUERY_BLOCK`) for
+    `tree_attention_forward`.
     """
     trees = []
     row_of: list[int] = [0] * len(seqs)
@@ -186,7 +200,88 @@ def packed_layout(
     mask = torch.zeros((n, 1, width, width), dtype=dtype)
     mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
     forwarded = sum(len(t.tokens) for t, _ in trees)
-    return Layout(ids, mask, pos, row_of, cols, forwarded)
+    qb = query_block or QUERY_BLOCK
+    plan = [
+        [
+            (a, min(a + qb, width), allowed[r, a : a + qb].any(0).nonzero()[:, 0])
+            for a in range(0, width, qb)
+        ]
+        for r in range(n)
+    ]
+    return Layout(ids, mask, pos, row_of, cols, forwarded, plan)
+
+
+# ------------------------------------------------------------------------------ tree attention
+#: Query columns per block of `tree_attention_forward`.
+QUERY_BLOCK = 128
+#: The attention implementation name `use_tree_attention` registers with transformers.
+TREE_ATTENTION = "creditgym_tree"
+
+
+def tree_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    tree_plan: list[list[tuple[int, int, torch.Tensor]]] | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention over a packed row that reads only the keys a block of queries may see.
+
+    A packed row's mask lets a token see its own sequence only, so most of a long row's L x L
+    scores are masked out; sdpa would still compute them all. Given the layout's ``tree_plan``,
+    each block of `QUERY_BLOCK` queries attends to the gathered columns any of them may see,
+    under the same mask restricted to those columns: the result is the full masked attention up
+    to summation order (a masked key adds exp(-inf) = 0). Without a plan (unpacked batches,
+    generation) this is transformers' sdpa attention.
+    """
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    if tree_plan is None or attention_mask is None or attention_mask.dim() != 4:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    p = dropout if module.training else 0.0
+    rows = []
+    for r, blocks in enumerate(tree_plan):
+        parts = []
+        for start, stop, cols in blocks:
+            k = key[r : r + 1].index_select(2, cols)
+            v = value[r : r + 1].index_select(2, cols)
+            m = attention_mask[r : r + 1, :, start:stop].index_select(3, cols)
+            q = query[r : r + 1, :, start:stop]
+            parts.append(
+                torch.nn.functional.scaled_dot_product_attention(
+                    q, k, v, attn_mask=m, dropout_p=p, scale=scaling
+                )
+            )
+        rows.append(torch.cat(parts, dim=2))
+    return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
+
+
+def use_tree_attention(model: Any) -> bool:
+    """Switch a model that runs transformers' "sdpa" attention to `tree_attention_forward`
+    (registered as `TREE_ATTENTION`, with sdpa's mask builder, so every other forward is
+    unchanged). Returns whether it switched; other implementations are left as they are."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    config = model.config
+    current = getattr(config, "_attn_implementation", None)
+    if current == TREE_ATTENTION:
+        return True
+    if current != "sdpa":
+        return False
+    AttentionInterface.register(TREE_ATTENTION, tree_attention_forward)
+    AttentionMaskInterface.register(TREE_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(TREE_ATTENTION)
+    return True
 
 
 def prefix_order(seqs: Sequence[Sequence[int]]) -> list[int]:
@@ -269,11 +364,17 @@ def check_exactness(
     *,
     seed: int = 0,
     row_tokens: int = 96,
+    tree_attention: bool = True,
+    query_block: int = 16,
 ) -> dict[str, float]:
     """Packed against unpacked on ``model`` (moved to ``device`` / ``dtype``, every parameter
     trainable): max |log-prob| and |entropy| differences, gradient cosine and max relative
     difference (max |g_packed - g| / max |g|) of a seeded weighted loss over all scored tokens,
-    and the tokens each forwarded. The model is left in eval mode with no gradients."""
+    and the tokens each forwarded. With ``tree_attention`` an sdpa model is switched to
+    `tree_attention_forward` first, as the learner does (query blocks of ``query_block``, so a
+    short test row has several). The model is left in eval mode with no gradients."""
+    if tree_attention:
+        use_tree_attention(model)
     model = model.to(device=device, dtype=dtype)
     model.eval()
     vocab = int(model.get_output_embeddings().weight.shape[0])
@@ -286,7 +387,7 @@ def check_exactness(
     results: dict[str, Any] = {}
     for name, layout in (
         ("unpacked", padded_layout(seqs)),
-        ("packed", packed_layout(seqs, row_tokens, dtype)),
+        ("packed", packed_layout(seqs, row_tokens, dtype, query_block)),
     ):
         model.zero_grad(set_to_none=True)
         logp, ent = score_tokens(model, layout, seqs, starts)
@@ -300,9 +401,11 @@ def check_exactness(
         "logp_max_abs": float((lu - lp).abs().max()),
         "logp_max_rel": float(((lu - lp).abs() / lu.abs().clamp_min(1.0)).max()),
         "entropy_max_abs": float((eu - ep).abs().max()),
+        "entropy_max_rel": float(((eu - ep).abs() / eu.abs().clamp_min(1.0)).max()),
         "grad_cosine": float(cosine),
         "grad_max_rel": float((gu - gp).abs().max() / gu.abs().max().clamp_min(1e-30)),
         "tokens_unpacked": float(nu),
         "tokens_packed": float(npk),
         "scored_tokens": float(n_scored),
+        "attention": str(getattr(model.config, "_attn_implementation", None)),
     }

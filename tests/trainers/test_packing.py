@@ -38,6 +38,35 @@ def test_packed_forward_is_exact_on_the_tiny_model(attn: str) -> None:
     _assert_exact(packing.check_exactness(model))
 
 
+def test_tree_attention_reads_only_the_planned_keys_and_leaves_other_forwards_alone() -> None:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    sdpa = AutoModelForCausalLM.from_pretrained(
+        tiny_model(), dtype=torch.float32, attn_implementation="sdpa"
+    )
+    tree = copy.deepcopy(sdpa)
+    assert packing.use_tree_attention(tree) and tree.config._attn_implementation == "creditgym_tree"
+    seqs, starts = packing.demo_sequences(512)
+    lay = packing.packed_layout(seqs, 96, query_block=16)
+    # several query blocks per row, most of which see only part of the row
+    widths = [len(k) for row in lay.plan for _, _, k in row]
+    assert len(widths) > 2 * len(lay.plan) and min(widths) < lay.ids.shape[1]
+    with torch.no_grad():
+        a, _ = packing.score_tokens(tree, lay, seqs, starts)
+        b, _ = packing.score_tokens(sdpa, lay, seqs, starts)  # sdpa over the whole masked row
+        assert (a - b).abs().max() < 1e-5
+        lay.plan = [[(s, e, k[1:]) for s, e, k in row] for row in lay.plan]  # drop a key
+        c, _ = packing.score_tokens(tree, lay, seqs, starts)
+        assert (c - b).abs().max() > 1e-3  # the plan is what the attention reads
+        # without a plan (unpacked batches, generation) it is sdpa
+        ids = torch.tensor([seqs[0][:20]])
+        gen = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+        assert torch.equal(tree.generate(ids, **gen), sdpa.generate(ids, **gen))
+    eager = AutoModelForCausalLM.from_pretrained(tiny_model(), attn_implementation="eager")
+    assert not packing.use_tree_attention(eager)  # eager models keep their full-row attention
+
+
 @pytest.mark.parametrize("kind", ["qwen2", "qwen3", "mistral"])
 def test_packed_forward_is_exact_on_other_decoders(kind: str) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -276,7 +305,10 @@ def test_packed_forward_is_exact_on_smollm2() -> None:
     model = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2-135m"), dtype=torch.float32)
     assert packing.unsupported_reason(model.config, 1024) is None
     r = packing.check_exactness(copy.deepcopy(model))
-    # Measured 1.14e-5 absolute on the log-probs of random tokens (float32 rounding of large
-    # logits), just over 1e-5; held to 1e-5 relative to max(1, |log-prob|) instead.
+    # Measured 1.05e-5 absolute on the log-probs of random tokens (float32 rounding of large
+    # logits), just over 1e-5, and 1.8e-5 on their entropies (about 4 nats) with tree attention
+    # in query blocks of 16; both are held to 1e-5 relative to max(1, |value|) instead.
     assert r["logp_max_abs"] <= 2e-5 and r["logp_max_rel"] <= 1e-5, r
-    _assert_exact(r | {"logp_max_abs": 0.0})
+    assert r["entropy_max_abs"] <= 3e-5 and r["entropy_max_rel"] <= 1e-5, r
+    assert r["attention"] == "creditgym_tree", r
+    _assert_exact(r | {"logp_max_abs": 0.0, "entropy_max_abs": 0.0})
