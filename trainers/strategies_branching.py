@@ -29,10 +29,12 @@ All three restore envs to intermediate states through `creditgym.trainers.branch
   group holds the bases, the retries (``role="retry"``, ``pivot=k``, ``pair_id`` shared with the
   base) and, for a retry that won, its guided copy (``role="retry_guided"``, learn-to-retry).
   With a tabular agent the guidance leaves no trace in the prompts, so the distilled retry and
-  the guided one hold the same steps. The LLM reflector (the model writes the JSON report of
-  ALGORITHMS-2.md) is not built yet: ``reflector="llm"`` is refused. ``guide="none"`` lets the
-  policy itself continue from the pivot (no expert action; for LLM agents, whose steps need
-  generated tokens).
+  the guided one hold the same steps. ``reflector="llm"`` (with ``guide="none"``): the policy
+  writes the JSON report of ALGORITHMS-2.md for every base (`llm_reflect`); a report that does
+  not parse or validate (`check_reflection`) means no retry and is counted
+  (``reflection_invalid``, its text and the reason kept in the base's ``info["reflection"]``).
+  ``guide="none"`` lets the policy itself continue from the pivot (no expert action; for LLM
+  agents, whose steps need generated tokens).
 
 None of them supports async rollouts (``supports_async = False``; `TrainConfig` refuses
 ``rollout.mode=async``), and all need env branching (``needs_branching = True``). Every strategy
@@ -493,6 +495,8 @@ class RetryStrategy(_BranchingStrategy):
         guide: str = "expert",
         guided_copy: bool = True,
         reflection_tokens: int = 256,
+        reflection_temperature: float = 1.0,
+        reflection_prefix: str = "",
     ):
         _choice("reflector", reflector, REFLECTORS)
         _choice("guide", guide, GUIDES)
@@ -500,6 +504,13 @@ class RetryStrategy(_BranchingStrategy):
             raise ValueError("reflector='llm' takes guide='none' (the model's own suggestion)")
         self.reflector, self.guide, self.guided_copy = reflector, guide, bool(guided_copy)
         self.reflection_tokens = int(reflection_tokens)
+        if not float(reflection_temperature) > 0:
+            raise ValueError(f"reflection_temperature={reflection_temperature!r} must be > 0")
+        #: R^3L's reference samples the report at temperature 1.0 with no prefill; a small model
+        #: may need a lower temperature and the report's opening (``'{"trajectory_summary": "'``)
+        #: written for it on the prompt side (never trained on; parsed as prefix + output).
+        self.reflection_temperature = float(reflection_temperature)
+        self.reflection_prefix = str(reflection_prefix)
 
     def collect(
         self,
@@ -525,7 +536,14 @@ class RetryStrategy(_BranchingStrategy):
         else:
             # the model reflects on every base (a won one may be "success_but_inefficient")
             failed = [t for g in base.groups for t in g.trajectories]
-            pivots, reflections = llm_reflect(agent, failed, self.reflection_tokens, stats)
+            pivots, reflections = llm_reflect(
+                agent,
+                failed,
+                self.reflection_tokens,
+                stats,
+                temperature=self.reflection_temperature,
+                prefix=self.reflection_prefix,
+            )
         requests = [
             BranchRequest(traj=t, t=k, k=1, tag=t.pair_id)
             for t, k in zip(failed, pivots)
@@ -589,38 +607,54 @@ def reflection_text(traj: Trajectory, task: str = "") -> str:
     return "\n".join(lines)
 
 
-def parse_reflection(text: str, n_steps: int) -> dict[str, Any] | None:
-    """The report in ``text`` (the first {...} span that parses as JSON) if it is valid: every key
-    present, a known outcome and 0 <= retry_from_step < n_steps (the reference's
-    ``validate_reflect_report``); None otherwise."""
+def check_reflection(text: str, n_steps: int) -> tuple[dict[str, Any] | None, str | None]:
+    """(report, None) when ``text`` holds a valid report, else (None, why not). The report is the
+    span from the first ``{`` to the last ``}``, parsed as JSON; it is valid when every key is
+    present, the outcome is a known one and 0 <= retry_from_step < n_steps (the reference's
+    ``validate_reflect_report``)."""
     import json
 
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end <= start:
-        return None
+        return None, "no JSON object"
     try:
         report = json.loads(text[start : end + 1])
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(report, dict) or any(k not in report for k in REPORT_KEYS):
-        return None
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc.msg}"
+    missing = [k for k in REPORT_KEYS if k not in report]
+    if missing:
+        return None, f"missing keys {missing}"
     k = report["retry_from_step"]
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n_steps:
-        return None
+    if isinstance(k, bool) or not isinstance(k, int):
+        return None, f"retry_from_step {k!r} is not an integer"
+    if not 0 <= k < n_steps:
+        return None, f"retry_from_step {k} is outside [0, {n_steps})"
     if report["trajectory_outcome"] not in OUTCOMES:
-        return None
-    return report
+        return None, f"trajectory_outcome {report['trajectory_outcome']!r} not in {list(OUTCOMES)}"
+    return report, None
+
+
+def parse_reflection(text: str, n_steps: int) -> dict[str, Any] | None:
+    """The valid report in ``text`` (see `check_reflection`), None otherwise."""
+    return check_reflection(text, n_steps)[0]
 
 
 def llm_reflect(
-    agent: Agent, trajs: Sequence[Trajectory], max_tokens: int, stats: dict[str, float]
+    agent: Agent,
+    trajs: Sequence[Trajectory],
+    max_tokens: int,
+    stats: dict[str, float],
+    *,
+    temperature: float = 1.0,
+    prefix: str = "",
 ) -> tuple[list[int | None], dict[str, Trajectory]]:
     """One reflection per trajectory from the LLM agent's own backend (one batched call):
     the pivot of each valid report whose outcome is not "success" (None otherwise, counted in
     ``reflection_invalid`` / ``reflection_success``), and each reflection as a one-step
-    trajectory (``role="reflection"``, its tokens and log-probs recorded) by pair id."""
+    trajectory (``role="reflection"``, its tokens and log-probs recorded) by pair id
+    (`record_reflections`). ``prefix`` opens the reply on the prompt side; the report parsed is
+    ``prefix`` + the generated text."""
     from creditgym.agents.backends.base import SamplingConfig
-    from creditgym.credit.trajectory import Step
 
     backend, tokenizer = getattr(agent, "backend", None), getattr(agent, "tokenizer", None)
     if backend is None or tokenizer is None:
@@ -634,16 +668,41 @@ def llm_reflect(
             {"role": "user", "content": reflection_text(t, str(t.steps[0].info.get("task", "")))},
         ]
         text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-        prompts.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        prompts.append(list(tokenizer(text + prefix, add_special_tokens=False)["input_ids"]))
     base = getattr(agent, "sampling", SamplingConfig())
-    sampling = dataclasses.replace(base, temperature=1.0, max_new_tokens=max_tokens, stop=())
+    sampling = dataclasses.replace(
+        base, temperature=float(temperature), max_new_tokens=max_tokens, stop=()
+    )
     gens = backend.generate(prompts, sampling)
+    return record_reflections(trajs, prompts, gens, stats, prefix=prefix)
+
+
+def record_reflections(
+    trajs: Sequence[Trajectory],
+    prompts: Sequence[Sequence[int]],
+    gens: Sequence[Any],
+    stats: dict[str, float],
+    prefix: str = "",
+) -> tuple[list[int | None], dict[str, Trajectory]]:
+    """`llm_reflect`'s bookkeeping of one generation per trajectory: each text goes to the
+    trajectory's ``info["reflection"]`` (``text``, ``valid``, ``error`` = why it is invalid or
+    None) and is counted in ``reflections``; an invalid one adds to ``reflection_invalid`` and
+    gives pivot None (no retry); a valid "success" verdict adds to ``reflection_success`` and
+    gives None too; any other valid one gives its ``retry_from_step`` and a one-step
+    ``role="reflection"`` trajectory (by pair id). Each text is ``prefix`` + the generation's."""
+    from creditgym.credit.trajectory import Step
+
+    if not len(trajs) == len(prompts) == len(gens):
+        raise ValueError(
+            f"{len(trajs)} trajectories, {len(prompts)} prompts and {len(gens)} generations"
+        )
     pivots: list[int | None] = []
     out: dict[str, Trajectory] = {}
     for t, prompt, gen in zip(trajs, prompts, gens):
-        report = parse_reflection(gen.text, len(t))
+        text = prefix + gen.text
+        report, error = check_reflection(text, len(t))
         stats["reflections"] = stats.get("reflections", 0.0) + 1
-        t.info["reflection"] = {"text": gen.text, "valid": report is not None}
+        t.info["reflection"] = {"text": text, "valid": report is not None, "error": error}
         if report is None:
             stats["reflection_invalid"] = stats.get("reflection_invalid", 0.0) + 1
             pivots.append(None)
@@ -658,7 +717,7 @@ def llm_reflect(
             action="",
             reward=0.0,
             text=gen.text,
-            prompt_ids=prompt,
+            prompt_ids=list(prompt),
             response_ids=list(gen.token_ids),
             sampler_logprobs=list(gen.logprobs),
             extras={"report": report},
