@@ -67,9 +67,11 @@ class Layout:
     rows: list[int]
     cols: list[list[int]]
     forwarded: int
-    #: Packed rows only: per row, ``(start, stop, keys)`` for each block of query columns, with
-    #: ``keys`` the columns any of them may attend to (read by `tree_attention_forward`).
-    plan: list[list[tuple[int, int, torch.Tensor]]] | None = None
+    #: Packed rows only: per row, ``(keys, mask)`` for `tree_attention_forward`. The row's query
+    #: columns are cut into blocks of `QUERY_BLOCK`; ``keys[b]`` (``[blocks, K]``) lists the
+    #: columns any query of block b may attend to (padded with column 0) and ``mask[b, 0]``
+    #: (``[blocks, 1, QUERY_BLOCK, K]``) is the additive mask over them.
+    plan: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def inputs(self) -> dict[str, Any]:
         """Keyword arguments for a decoder's forward."""
@@ -84,7 +86,7 @@ class Layout:
         pos = None if self.position_ids is None else self.position_ids.to(device)
         plan = None
         if self.plan is not None:
-            plan = [[(a, b, k.to(device)) for a, b, k in row] for row in self.plan]
+            plan = [(k.to(device), m.to(device)) for k, m in self.plan]
         return Layout(
             self.ids.to(device),
             self.attention_mask.to(device),
@@ -200,15 +202,26 @@ def packed_layout(
     mask = torch.zeros((n, 1, width, width), dtype=dtype)
     mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
     forwarded = sum(len(t.tokens) for t, _ in trees)
-    qb = query_block or QUERY_BLOCK
-    plan = [
-        [
-            (a, min(a + qb, width), allowed[r, a : a + qb].any(0).nonzero()[:, 0])
-            for a in range(0, width, qb)
-        ]
-        for r in range(n)
-    ]
+    plan = [_block_plan(allowed[r], query_block or QUERY_BLOCK, dtype) for r in range(n)]
     return Layout(ids, mask, pos, row_of, cols, forwarded, plan)
+
+
+def _block_plan(allowed: torch.Tensor, qb: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """One row's query blocks: the key columns each block may see and its mask over them."""
+    width = allowed.shape[0]
+    starts = range(0, width, qb)
+    keys = [allowed[a : a + qb].any(0).nonzero()[:, 0] for a in starts]
+    k = max(len(c) for c in keys)
+    index = torch.zeros((len(keys), k), dtype=torch.long)
+    block = torch.zeros((len(keys), qb, k), dtype=torch.bool)
+    for b, (a, c) in enumerate(zip(starts, keys, strict=True)):
+        index[b, : len(c)] = c
+        sub = allowed[a : a + qb][:, c]
+        block[b, : sub.shape[0], : len(c)] = sub
+        block[b, sub.shape[0] :, 0] = True  # padding queries past the row's end: any one key
+    mask = torch.zeros((len(keys), 1, qb, k), dtype=dtype)
+    mask.masked_fill_(~block.unsqueeze(1), torch.finfo(dtype).min)
+    return index, mask
 
 
 # ------------------------------------------------------------------------------ tree attention
@@ -226,17 +239,17 @@ def tree_attention_forward(
     attention_mask: torch.Tensor | None,
     dropout: float = 0.0,
     scaling: float | None = None,
-    tree_plan: list[list[tuple[int, int, torch.Tensor]]] | None = None,
+    tree_plan: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """Attention over a packed row that reads only the keys a block of queries may see.
+    """Attention over packed rows that reads only the keys a block of queries may see.
 
     A packed row's mask lets a token see its own sequence only, so most of a long row's L x L
     scores are masked out; sdpa would still compute them all. Given the layout's ``tree_plan``,
     each block of `QUERY_BLOCK` queries attends to the gathered columns any of them may see,
-    under the same mask restricted to those columns: the result is the full masked attention up
-    to summation order (a masked key adds exp(-inf) = 0). Without a plan (unpacked batches,
-    generation) this is transformers' sdpa attention.
+    under the same mask restricted to those columns (all blocks of a row in one batched sdpa
+    call): the full masked attention up to summation order, since a masked key adds
+    exp(-inf) = 0. Without a plan (unpacked batches, generation) this is transformers' sdpa.
     """
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
@@ -248,21 +261,21 @@ def tree_attention_forward(
     if groups > 1:
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     p = dropout if module.training else 0.0
+    heads, width, dim = query.shape[1], query.shape[2], query.shape[3]
     rows = []
-    for r, blocks in enumerate(tree_plan):
-        parts = []
-        for start, stop, cols in blocks:
-            k = key[r : r + 1].index_select(2, cols)
-            v = value[r : r + 1].index_select(2, cols)
-            m = attention_mask[r : r + 1, :, start:stop].index_select(3, cols)
-            q = query[r : r + 1, :, start:stop]
-            parts.append(
-                torch.nn.functional.scaled_dot_product_attention(
-                    q, k, v, attn_mask=m, dropout_p=p, scale=scaling
-                )
-            )
-        rows.append(torch.cat(parts, dim=2))
-    return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
+    for r, (index, mask) in enumerate(tree_plan):
+        blocks, k = index.shape
+        qb = mask.shape[2]
+        q = torch.nn.functional.pad(query[r], (0, 0, 0, blocks * qb - width))
+        q = q.view(heads, blocks, qb, dim).transpose(0, 1)
+        flat = index.reshape(-1)
+        kk = key[r].index_select(1, flat).view(heads, blocks, k, dim).transpose(0, 1)
+        vv = value[r].index_select(1, flat).view(heads, blocks, k, dim).transpose(0, 1)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, kk, vv, attn_mask=mask, dropout_p=p, scale=scaling
+        )
+        rows.append(out.transpose(0, 1).reshape(heads, blocks * qb, dim)[:, :width])
+    return torch.stack(rows).transpose(1, 2).contiguous(), None
 
 
 def use_tree_attention(model: Any) -> bool:
