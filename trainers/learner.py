@@ -63,9 +63,9 @@ from creditgym.trainers.packing import (
     Layout,
     packed_layout,
     packed_micro_batches,
-    use_tree_attention,
     padded_layout,
     unsupported_reason,
+    use_tree_attention,
 )
 
 #: Asks `Learner.prepare` for the old-log-prob pass before credit (async pi_prox).
