@@ -690,12 +690,24 @@ MERGE_FREE = {"methods", "method_options", "dump_dir", "dump_iterations", "panel
               "reliability_median", "prior_calibration"}  # fmt: skip
 
 
+def write_outputs(out: Path, summary: dict, runs: list[dict]) -> None:
+    """summary.json, summary.md, runs.jsonl and curves.png in ``out``; the table to stdout."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(markdown(summary))
+    with open(out / "runs.jsonl", "w") as f:
+        for r in runs:
+            f.write(json.dumps(r) + "\n")
+    plot(summary, runs, out / "curves.png")
+    Console().print(Markdown(markdown(summary)))
+
+
 def merge(folders: list[str], out: Path) -> dict:
     """One summary over the runs of several benchmark folders made with the same settings (the
     same env, seeds, iterations, start policy and reference; only the methods differ), e.g. a
     method added later. Refuses folders whose settings differ, or that repeat a method."""
-    from rich.console import Console
-    from rich.markdown import Markdown
 
     configs, runs = [], []
     for folder in folders:
@@ -714,25 +726,18 @@ def merge(folders: list[str], out: Path) -> dict:
     if len(set(methods)) != len(methods):
         raise SystemExit(f"error: a method is in more than one folder: {methods}")
     keep = {k: v for k, v in configs[0].items() if k in BenchmarkConfig.model_fields}
-    keep |= {"methods": methods, "method_options": {}, "out": str(out)}
-    keep["method_options"] = {k: v for c in configs for k, v in c["method_options"].items()}
+    options = {k: v for c in configs for k, v in c["method_options"].items()}
+    keep |= {"methods": methods, "method_options": options, "out": str(out)}
     cfg = BenchmarkConfig(**keep)
     summary = summarise(cfg, runs)
     summary["merged_from"] = folders
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(markdown(summary))
-    with open(out / "runs.jsonl", "w") as f:
-        for r in runs:
-            f.write(json.dumps(r) + "\n")
-    plot(summary, runs, out / "curves.png")
-    Console().print(Markdown(markdown(summary)))
+    write_outputs(out, summary, runs)
     return summary
 
 
 def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
-    from rich.markdown import Markdown
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -797,13 +802,7 @@ def main(argv: list[str] | None = None) -> dict:
     if calibration is not None:
         summary["config"]["prior_calibration"] = calibration
     summary["wall_time_s"] = round(time.perf_counter() - t0, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(markdown(summary))
-    with open(out / "runs.jsonl", "w") as f:
-        for r in runs:
-            f.write(json.dumps(r) + "\n")
-    plot(summary, runs, out / "curves.png")
-    Console().print(Markdown(markdown(summary)))
+    write_outputs(out, summary, runs)
     console.print(f"wrote {out}/summary.json, summary.md, curves.png ({summary['wall_time_s']} s)")
     sys.stdout.flush()
     return summary
