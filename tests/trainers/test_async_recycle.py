@@ -48,8 +48,8 @@ class StateHash:
 
 def play(backend: str, envs_per_shard: int = 1, **options) -> tuple[str, float, list[float]]:
     """BATCHES batches of 1 group x 2 with S = 1 (a pool of 4 envs in shards of 1): a hash of
-    the trajectories and GiGPO advantages, the recycles counted in the batch stats, and the
-    batches' drop counts."""
+    the trajectories and GiGPO advantages, the recycles the pool counted, and the batches' drop
+    counts."""
     pool = EnvPool(
         ENV, 1, env_kwargs=KWARGS, backend=backend, envs_per_shard=envs_per_shard, **options
     )
@@ -70,6 +70,12 @@ def play(backend: str, envs_per_shard: int = 1, **options) -> tuple[str, float, 
         assert pool.size == 4
     finally:
         rollouts.close()
+        # With S = 1, batch BATCHES + 1 is in flight beside batch BATCHES and may be assembled
+        # first: its batch stats then hold recycles of earlier batches' resets. So the recycles
+        # are counted over everything the pool did: the taken batches, batches assembled but
+        # not taken, and the counts no batch took yet.
+        leftover = sum(b.stats.get("shard_recycles", 0.0) for b in rollouts._ready.values())
+        leftover += pool.take_counters().get("shard_recycles", 0)
         pool.close()
     out = []
     module = credit.make("gigpo")
@@ -94,7 +100,7 @@ def play(backend: str, envs_per_shard: int = 1, **options) -> tuple[str, float, 
             )
         out.append(np.asarray(module(groups).values).round(12).tolist())
     digest = hashlib.sha256(json.dumps(out, default=repr).encode()).hexdigest()
-    recycles = sum(b.stats.get("shard_recycles", 0.0) for b in batches)
+    recycles = leftover + sum(b.stats.get("shard_recycles", 0.0) for b in batches)
     return digest, recycles, [b.stats["dropped"] for b in batches]
 
 
