@@ -589,7 +589,9 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
         title="Success (95% CI over seeds)",
         ylim=(-0.02, 1.02),
     )
-    axes[1].set(xlabel="iteration", ylabel="Pearson r", title="Fidelity to exact A^pi(s,a)")
+    used = cfg.get("reference_used", ["exact"])
+    ref = "MC " if used == ["mc"] else ("exact " if used == ["exact"] else "exact / MC ")
+    axes[1].set(xlabel="iteration", ylabel="Pearson r", title=f"Fidelity to {ref}A^pi(s,a)")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()

@@ -11,8 +11,12 @@ and runs ``updates`` learner updates (``prepare`` + ``update``) on it with the `
 wrapper; rank 0 writes ``DIR/params.pt`` (the full parameters after the last update) and
 ``DIR/result.json`` (per-update seconds, the slowest rank's, and the update metrics). With
 ``--credit NAME`` every rank also runs that credit module on its own groups after the first
-``prepare`` (batch statistics all-reduced) and rank 0 writes the gathered advantages in
-``result.json``. `run_recorded` and `step_times` launch it from Python.
+``prepare`` (batch statistics all-reduced) and rank 0 writes the gathered advantages, and the
+per-step token entropies the module read, in ``result.json``. The ``learner`` options of a job may hold ``optimizer: sgd``, which replaces the
+learner's AdamW by plain SGD at the same lr: AdamW's first steps move a parameter by about
+lr x sign(gradient), so gradients equal up to float noise but near 0 can end up lr apart, while
+SGD's parameter difference is lr times the gradients' difference. `run_recorded` and
+`step_times` launch it from Python.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from creditgym.credit.trajectory import TrajectoryGroup, total_steps
+from creditgym.credit.trajectory import TrajectoryGroup, flat_steps, total_steps
 
 __all__ = [
     "launch",
@@ -71,6 +75,10 @@ def worker(
         distributed.teardown()
 
 
+def _entropies(step: Any) -> list[float] | None:
+    return None if step.entropies is None else np.asarray(step.entropies, float).tolist()
+
+
 def _one_job(
     batch: str | Path,
     out: str | Path,
@@ -94,7 +102,14 @@ def _one_job(
     start = total_steps(groups[: mine.start])
     local = groups[mine]
     local_adv = values[start : start + total_steps(local)]
-    lrn = Learner(LearnerConfig(**(learner or {})), resolve_model(model))
+    opts = dict(learner or {})
+    optimizer = opts.pop("optimizer", "adamw")  # a check option, not a LearnerConfig key
+    if optimizer not in ("adamw", "sgd"):
+        raise ValueError(f"unknown optimizer {optimizer!r}: choose adamw (the learner's) or sgd")
+    lrn = Learner(LearnerConfig(**opts), resolve_model(model))
+    if optimizer == "sgd":  # plain steps: a parameter moves by lr x its gradient
+        trainable = [p for g in lrn.optimizer.param_groups for p in g["params"]]
+        lrn.optimizer = torch.optim.SGD(trainable, lr=lrn.config.lr)
     dp = None
     if info.distributed:
         dp = distributed.DataParallel(mode)
@@ -110,6 +125,9 @@ def _one_job(
             adv = module(local).values
             parts = dp.all_gather(adv.tolist()) if dp else [adv.tolist()]
             result["credit"] = [x for p in parts for x in p]
+            ent = [_entropies(s) for s in flat_steps(local)]
+            parts = dp.all_gather(ent) if dp else [ent]
+            result["entropies"] = [x for p in parts for x in p]
         metrics = lrn.update(local, Advantages(values=local_adv))
         t2 = time.perf_counter()
         times = np.array([t1 - t0, t2 - t1])
