@@ -12,11 +12,11 @@ wrapper; rank 0 writes ``DIR/params.pt`` (the full parameters after the last upd
 ``DIR/result.json`` (per-update seconds, the slowest rank's, and the update metrics). With
 ``--credit NAME`` every rank also runs that credit module on its own groups after the first
 ``prepare`` (batch statistics all-reduced) and rank 0 writes the gathered advantages, and the
-per-step token entropies the module read, in ``result.json``. The ``learner`` options of a job may hold ``optimizer: sgd``, which replaces the
-learner's AdamW by plain SGD at the same lr: AdamW's first steps move a parameter by about
-lr x sign(gradient), so gradients equal up to float noise but near 0 can end up lr apart, while
-SGD's parameter difference is lr times the gradients' difference. `run_recorded` and
-`step_times` launch it from Python.
+per-step token entropies the module read, in ``result.json``. The ``learner`` options of a job
+may hold ``optimizer: sgd``, which replaces the learner's AdamW by plain SGD at the same lr:
+AdamW's first steps move a parameter by about lr x sign(gradient), so gradients equal up to
+float noise but near 0 can end up lr apart, while SGD's parameter difference is lr times the
+gradients' difference. `run_recorded` and `step_times` launch it from Python.
 """
 
 from __future__ import annotations
@@ -122,12 +122,10 @@ def _one_job(
         lrn.prepare(local, set(module.needs) if module is not None and u == 0 else set())
         t1 = time.perf_counter()
         if module is not None and u == 0:
-            adv = module(local).values
-            parts = dp.all_gather(adv.tolist()) if dp else [adv.tolist()]
-            result["credit"] = [x for p in parts for x in p]
-            ent = [_entropies(s) for s in flat_steps(local)]
-            parts = dp.all_gather(ent) if dp else [ent]
-            result["entropies"] = [x for p in parts for x in p]
+            own = (module(local).values.tolist(), [_entropies(s) for s in flat_steps(local)])
+            parts = dp.all_gather(own) if dp else [own]
+            result["credit"] = [x for adv, _ in parts for x in adv]
+            result["entropies"] = [x for _, ent in parts for x in ent]
         metrics = lrn.update(local, Advantages(values=local_adv))
         t2 = time.perf_counter()
         times = np.array([t1 - t0, t2 - t1])
