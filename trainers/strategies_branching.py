@@ -497,6 +497,7 @@ class RetryStrategy(_BranchingStrategy):
         reflection_tokens: int = 256,
         reflection_temperature: float = 1.0,
         reflection_prefix: str = "",
+        reflection_schema: bool = False,
     ):
         _choice("reflector", reflector, REFLECTORS)
         _choice("guide", guide, GUIDES)
@@ -511,6 +512,16 @@ class RetryStrategy(_BranchingStrategy):
         #: written for it on the prompt side (never trained on; parsed as prefix + output).
         self.reflection_temperature = float(reflection_temperature)
         self.reflection_prefix = str(reflection_prefix)
+        #: Off by default (the paper samples the report freely). On, the report is decoded under
+        #: `reflection_schema`'s JSON schema (vLLM structured outputs): valid keys, a known
+        #: outcome and an in-range retry step by construction, so only a report cut off by
+        #: ``reflection_tokens`` can still be invalid.
+        self.reflection_schema = bool(reflection_schema)
+        if self.reflection_schema and self.reflection_prefix:
+            raise ValueError(
+                "reflection_schema=True writes the whole report under the schema; "
+                "leave reflection_prefix empty"
+            )
 
     def collect(
         self,
@@ -543,6 +554,7 @@ class RetryStrategy(_BranchingStrategy):
                 stats,
                 temperature=self.reflection_temperature,
                 prefix=self.reflection_prefix,
+                schema=self.reflection_schema,
             )
         requests = [
             BranchRequest(traj=t, t=k, k=1, tag=t.pair_id)
@@ -596,6 +608,25 @@ REFLECTION_INSTRUCTIONS = (
 )
 
 
+def reflection_schema(n_steps: int, max_chars: int = 160) -> dict[str, Any]:
+    """The JSON schema of a report on an ``n_steps``-step trajectory: every key of `REPORT_KEYS`
+    in order, each text at most ``max_chars`` characters, the outcome one of `OUTCOMES` and
+    0 <= retry_from_step < n_steps. A report decoded under it passes `check_reflection` unless
+    it was cut off."""
+    if n_steps < 1:
+        raise ValueError(f"a report needs a trajectory of at least one step, got {n_steps}")
+    text = {"type": "string", "maxLength": int(max_chars)}
+    props: dict[str, Any] = {k: dict(text) for k in REPORT_KEYS}
+    props["trajectory_outcome"] = {"type": "string", "enum": list(OUTCOMES)}
+    props["retry_from_step"] = {"type": "integer", "minimum": 0, "maximum": n_steps - 1}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(REPORT_KEYS),
+        "additionalProperties": False,
+    }
+
+
 def reflection_text(traj: Trajectory, task: str = "") -> str:
     """The user message of a reflection call: the task, each step's observation and action, and
     the outcome."""
@@ -647,8 +678,10 @@ def llm_reflect(
     *,
     temperature: float = 1.0,
     prefix: str = "",
+    schema: bool = False,
 ) -> tuple[list[int | None], dict[str, Trajectory]]:
-    """One reflection per trajectory from the LLM agent's own backend (one batched call):
+    """One reflection per trajectory from the LLM agent's own backend (one batched call, or with
+    ``schema`` one per trajectory length, each decoded under `reflection_schema`):
     the pivot of each valid report whose outcome is not "success" (None otherwise, counted in
     ``reflection_invalid`` / ``reflection_success``), and each reflection as a one-step
     trajectory (``role="reflection"``, its tokens and log-probs recorded) by pair id
@@ -673,7 +706,19 @@ def llm_reflect(
     sampling = dataclasses.replace(
         base, temperature=float(temperature), max_new_tokens=max_tokens, stop=()
     )
-    gens = backend.generate(prompts, sampling)
+    if not schema:
+        gens = backend.generate(prompts, sampling)
+        return record_reflections(trajs, prompts, gens, stats, prefix=prefix)
+    by_len: dict[int, list[int]] = {}
+    for i, t in enumerate(trajs):
+        by_len.setdefault(len(t), []).append(i)
+    gens = [None] * len(trajs)
+    for n, idx in sorted(by_len.items()):
+        constrained = dataclasses.replace(
+            sampling, json_schema=reflection_schema(n, max_chars=max(16, max_tokens // 2))
+        )
+        for i, g in zip(idx, backend.generate([prompts[i] for i in idx], constrained)):
+            gens[i] = g
     return record_reflections(trajs, prompts, gens, stats, prefix=prefix)
 
 

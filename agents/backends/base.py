@@ -40,6 +40,11 @@ class SamplingConfig:
     stop: tuple[str, ...] = ()
     #: Seed for reproducible sampling (None: nondeterministic).
     seed: int | None = None
+    #: A JSON schema the output must match (structured outputs). Only the in-process ``vllm``
+    #: backend can constrain decoding; the others refuse the request. The constraint changes the
+    #: distribution sampled from, so the returned log-probs (those of the masked distribution) are
+    #: not the policy's.
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass
@@ -62,8 +67,17 @@ def prompt_seeds(seed: int | None, call: int, n: int) -> list[int | None]:
     return [int(s) & 0x7FFFFFFF for s in state]
 
 
-def check_request(prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> None:
-    """Reject requests no backend can serve, with the same message everywhere."""
+def check_request(
+    prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *, structured: bool = False
+) -> None:
+    """Reject requests no backend can serve, with the same message everywhere. A backend that
+    can constrain decoding to a JSON schema passes ``structured=True``; the others refuse a
+    request with ``json_schema`` set."""
+    if sampling.json_schema is not None and not structured:
+        raise ValueError(
+            "this backend cannot constrain decoding to a JSON schema (SamplingConfig.json_schema); "
+            "use backend.name=vllm"
+        )
     if sampling.max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
     if any(len(p) == 0 for p in prompts):

@@ -101,7 +101,7 @@ class ReplayBackend:
         sampling: SamplingConfig,
         sessions: Sequence[Hashable] | None = None,
     ) -> list[Generation]:
-        check_request(prompts, sampling)
+        check_request(prompts, sampling, structured=True)  # plays back what was recorded
         out = []
         with self._lock:
             for key in _keys(prompts, sessions):

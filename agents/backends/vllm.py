@@ -9,6 +9,9 @@ it work here (FACTS.md) are applied by default:
   ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` (set only when the user has not set them);
 - log-probs in ``processed_logprobs`` mode: each sampled token's log-probability under the
   distribution it was drawn from (after temperature / top-p), as the backend contract asks.
+  With ``SamplingConfig.json_schema`` (structured outputs, xgrammar) that distribution is the
+  policy renormalised over the tokens the schema allows, so each log-prob is >= the policy's
+  (0 on a forced token) and the two differ wherever the mask removed mass.
 
 vLLM spawns worker processes, so a script that builds these backends needs an
 ``if __name__ == "__main__":`` guard.
@@ -163,6 +166,11 @@ class VLLMBackend:
             enforce_eager=enforce_eager,
             seed=seed,
             logprobs_mode="processed_logprobs",
+            # compact JSON under a schema (engine-wide in vLLM 0.32, xgrammar): with whitespace
+            # free between tokens, SmolLM2-135M padded a report with newlines to max_tokens
+            structured_outputs_config=engine_kwargs.pop(
+                "structured_outputs_config", {"backend": "xgrammar", "disable_any_whitespace": True}
+            ),
             **engine_kwargs,
         )
         self.start_seconds = time.perf_counter() - t0
@@ -184,9 +192,14 @@ class VLLMBackend:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        check_request(prompts, sampling)
+        check_request(prompts, sampling, structured=True)
         if not prompts:
             return []
+        structured = {}
+        if sampling.json_schema is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            structured["structured_outputs"] = StructuredOutputsParams(json=sampling.json_schema)
         seeds = prompt_seeds(sampling.seed, self._calls, len(prompts))
         self._calls += 1
         inputs, params = [], []
@@ -209,6 +222,7 @@ class VLLMBackend:
                     include_stop_str_in_output=True,
                     seed=seed,
                     logprobs=0,
+                    **structured,
                 )
             )
         t0 = time.perf_counter()

@@ -174,3 +174,42 @@ def test_rollout_update_and_sync_move_the_engine_to_the_new_policy(engine, model
     # Reloading the original folder restores the original policy exactly.
     engine.sync_weights(model_path)
     assert engine.generate(probe, greedy)[0].token_ids == before.token_ids
+
+
+def test_a_json_schema_constrains_the_reflection_report(engine, tokenizer, hf_model):
+    """R^3L's ``reflection_schema`` under vLLM's structured outputs: every report that was not cut
+    off passes the parser. The log-probs are those of the constrained distribution: never below
+    the policy's, and above it where the schema removed mass."""
+    from creditgym.trainers.strategies_branching import (
+        REFLECTION_INSTRUCTIONS,
+        check_reflection,
+        reflection_schema,
+    )
+
+    user = "Task: open the door\n" + "\n".join(
+        f"Step {t}: observation: a hall | action: go north" for t in range(3)
+    )
+    rendered = tokenizer.apply_chat_template(
+        [
+            {"role": "system", "content": REFLECTION_INSTRUCTIONS},
+            {"role": "user", "content": user + "\nOutcome: not won, return 0"},
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    prompt = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    sampling = SamplingConfig(
+        temperature=1.0, max_new_tokens=200, seed=0, json_schema=reflection_schema(3, 96)
+    )
+    gens = engine.generate([prompt] * 4, sampling)
+    finished = [g for g in gens if g.finish_reason == "stop"]
+    assert finished, [g.text for g in gens]
+    for g in finished:
+        report, error = check_reflection(g.text, 3)
+        assert error is None, (error, g.text)
+        assert g.text.startswith('{"trajectory_summary":"')  # compact: no free whitespace
+    g = finished[0]
+    policy = hf_logprobs(hf_model, prompt, g.token_ids)
+    gap = torch.tensor(g.logprobs) - policy
+    assert float(gap.min()) > -1e-3  # renormalised over the allowed tokens: never lower
+    assert float(gap.max()) > 1.0  # a key the schema forces has log-prob 0, not the policy's

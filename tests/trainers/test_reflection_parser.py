@@ -8,13 +8,15 @@ import json
 
 import pytest
 
-from creditgym.agents.backends.base import Generation
+from creditgym.agents.backends.base import Generation, SamplingConfig, check_request
 from creditgym.credit.trajectory import Step, Trajectory
 from creditgym.trainers.strategies_branching import (
     REPORT_KEYS,
+    RetryStrategy,
     check_reflection,
     parse_reflection,
     record_reflections,
+    reflection_schema,
 )
 
 GOOD = {
@@ -118,3 +120,31 @@ def test_a_prefilled_opening_is_parsed_with_the_generated_rest():
     # without the opening the same output is no report, and counted
     pivots, _ = record_reflections([_base(1)], [[1]], [gen], stats)
     assert pivots == [None] and stats["reflection_invalid"] == 1
+
+
+def test_the_report_schema_admits_exactly_the_reports_the_parser_accepts():
+    schema = reflection_schema(3, max_chars=40)
+    props = schema["properties"]
+    assert list(props) == list(REPORT_KEYS) and schema["required"] == list(REPORT_KEYS)
+    assert schema["additionalProperties"] is False
+    assert props["trajectory_outcome"]["enum"] == ["success", "success_but_inefficient", "failure"]
+    # the step range is the parser's 0 <= k < T (T = 3 here: 0, 1, 2)
+    assert (props["retry_from_step"]["minimum"], props["retry_from_step"]["maximum"]) == (0, 2)
+    assert all(props[k]["maxLength"] == 40 for k in REPORT_KEYS if props[k].get("maxLength"))
+    with pytest.raises(ValueError, match="at least one step"):
+        reflection_schema(0)
+
+
+def test_a_schema_request_is_refused_by_a_backend_that_cannot_constrain():
+    sampling = SamplingConfig(json_schema=reflection_schema(2))
+    with pytest.raises(ValueError, match="cannot constrain decoding to a JSON schema"):
+        check_request([[1]], sampling)
+    check_request([[1]], sampling, structured=True)  # the in-process vLLM backend passes this
+
+
+def test_the_schema_option_refuses_a_prefill():
+    with pytest.raises(ValueError, match="leave reflection_prefix empty"):
+        RetryStrategy(
+            reflector="llm", guide="none", reflection_schema=True, reflection_prefix='{"a": "'
+        )
+    assert RetryStrategy(reflector="llm", guide="none", reflection_schema=True).reflection_schema
