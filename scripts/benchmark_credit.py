@@ -290,12 +290,13 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         finally:
             agent.rng = saved
 
-    for it in range(cfg.iterations + 1):
-        if it % cfg.eval_every == 0 or it == cfg.iterations:
+    n_iter = cfg.iterations_for(method)
+    for it in range(n_iter + 1):
+        if it % cfg.eval_every == 0 or it == n_iter:
             curve["eval_iter"].append(it)
             curve["eval_success"].append(evaluate())
             curve["eval_turns"].append(turns)
-        if it == cfg.iterations:
+        if it == n_iter:
             break
         if sampler is not None:
             chosen = [int(t) for t in sampler.next(cfg.groups)]
@@ -390,6 +391,7 @@ def run_one(cfg: BenchmarkConfig, method: str, seed: int, progress=None) -> dict
         "iterations_to_80": reached[0] if reached else None,
         "turns_to_80": reached_turns[0] if reached_turns else None,
         "generated_turns": turns,
+        "iterations": n_iter,
         "reference": "mc" if mc else "exact",
         "reference_turns": mc_turns,
         "fidelity_mean": float(np.mean(curve["fidelity"])) if curve["fidelity"] else None,
@@ -452,7 +454,10 @@ def summarise(cfg: BenchmarkConfig, runs: list[dict]) -> dict[str, Any]:
             "success_at_equal_turns": mean_ci([success_at_turns(r, budget) for r in rs]),
             "iterations_to_80": it80,
             "turns_to_80": t80,
-            "turns_per_iteration": mean_ci([r["generated_turns"] / cfg.iterations for r in rs]),
+            "iterations": cfg.iterations_for(m),
+            "turns_per_iteration": mean_ci(
+                [r["generated_turns"] / r.get("iterations", cfg.iterations) for r in rs]
+            ),
             "fidelity": mean_ci([r["fidelity_mean"] for r in rs]),
             "fidelity_corrected": mean_ci([r.get("fidelity_corrected_mean") for r in rs]),
             "reliability": mean_ci([r.get("reliability_mean") for r in rs]),
@@ -506,7 +511,9 @@ def markdown(summary: dict) -> str:
     lines = [
         f"# Credit benchmark: {cfg['env']} {json.dumps(cfg['env_kwargs'])}",
         "",
-        f"{cfg['seeds']} seeds, {cfg['iterations']} iterations of {cfg['groups']} tasks x "
+        f"{cfg['seeds']} seeds, {cfg['iterations']} iterations"
+        + "".join(f" ({m}: {n})" for m, n in cfg.get("method_iterations", {}).items())
+        + f" of {cfg['groups']} tasks x "
         f"{cfg['group_size']} episodes, tabular softmax policy (lr {cfg['lr']}, {start}, "
         f"advantage scale {cfg['adv_scale']}), {cfg['tasks']} train tasks (panel hash "
         f"{cfg['panel_hash']}). Reference: {ref}. Means with 95% CIs over seeds. Turns are "
@@ -567,7 +574,9 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for m in summary["methods"]:
         rs = sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"])
-        x = rs[0]["curve"]["eval_iter"]
+        # success against generated turns (mean over seeds at each evaluation): methods whose
+        # iterations cost different numbers of turns line up at equal budgets
+        x = np.mean([r["curve"]["eval_turns"] for r in rs], axis=0)
         mean, half = band([r["curve"]["eval_success"] for r in rs])
         (line,) = axes[0].plot(x, mean, label=m)
         axes[0].fill_between(x, mean - half, mean + half, alpha=0.2, color=line.get_color())
@@ -584,7 +593,7 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
             )
     cfg = summary["config"]
     axes[0].set(
-        xlabel="iteration",
+        xlabel="generated turns (training rollouts)",
         ylabel="eval success",
         title="Success (95% CI over seeds)",
         ylim=(-0.02, 1.02),
@@ -594,7 +603,8 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
     axes[1].set(xlabel="iteration", ylabel="Pearson r", title=f"Fidelity to {ref}A^pi(s,a)")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # no fidelity curve: no legend
+            ax.legend()
     fig.suptitle(f"{cfg['env']} {json.dumps(cfg['env_kwargs'])}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -760,7 +770,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs.partial.jsonl").unlink(missing_ok=True)
     jobs = [(m, s) for s in range(cfg.seeds) for m in cfg.methods]
-    total = len(jobs) * cfg.iterations
+    total = sum(cfg.iterations_for(m) for m, _ in jobs)
     runs: list[dict] = []
     console = Console(stderr=True)
     t0 = time.perf_counter()

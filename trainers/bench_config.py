@@ -64,6 +64,10 @@ class BenchmarkConfig(_Section):
     """Seeds per method (seed s picks the same tasks for every method)."""
     iterations: int = Field(40, ge=1)
     """Policy-gradient iterations per run."""
+    method_iterations: dict[str, int] = Field(default_factory=dict)
+    """Iterations for some methods instead of ``iterations``, e.g. ``{"spo_tree": 1}``: a method
+    whose iteration generates many more turns than the others' (MC continuations, trees) then
+    reaches a comparable budget, and 'success @ turns' compares them all at equal turns."""
     groups: int = Field(8, ge=1)
     """B: tasks per iteration."""
     group_size: int = Field(8, ge=1)
@@ -145,6 +149,12 @@ class BenchmarkConfig(_Section):
 
         if not self.methods:
             raise ValueError("methods is empty")
+        unknown = sorted(set(self.method_iterations) - set(self.methods))
+        if unknown:
+            raise ValueError(f"method_iterations names methods not benchmarked: {unknown}")
+        bad = {m: n for m, n in self.method_iterations.items() if not int(n) >= 1}
+        if bad:
+            raise ValueError(f"method_iterations must be >= 1, got {bad}")
         for m in self.methods:
             recipe = recipes.resolve(m)  # unknown names list modules and recipes
             try:
@@ -162,6 +172,10 @@ class BenchmarkConfig(_Section):
             if "task_baseline" in module.needs and recipe.tracker is None:
                 raise ValueError(f"{m} needs a task_baseline: its recipe must name a tracker")
         return self
+
+    def iterations_for(self, method: str) -> int:
+        """The iterations `method` runs: ``method_iterations[method]``, else ``iterations``."""
+        return int(self.method_iterations.get(method, self.iterations))
 
     def recipe(self, method: str) -> Any:
         """The `creditgym.trainers.recipes.Recipe` that `method` runs."""
@@ -187,6 +201,10 @@ class BenchmarkConfig(_Section):
         return self.model_copy(
             update={
                 "method_options": {**options, **extra},
-                "dump_iterations": [k for k in self.dump_iterations if k < self.iterations],
+                "dump_iterations": [
+                    k
+                    for k in self.dump_iterations
+                    if k < max(self.iterations_for(m) for m in self.methods)
+                ],
             }
         )

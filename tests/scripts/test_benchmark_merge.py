@@ -60,3 +60,30 @@ def test_merge_equals_one_run_of_both_methods(tmp_path: Path) -> None:
         bench.merge([str(tmp_path / "a"), str(tmp_path / "a")], tmp_path / "x")
     with pytest.raises(SystemExit, match="no summary.json"):
         bench.merge([str(tmp_path / "a"), str(tmp_path / "nowhere")], tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_method_iterations_run_a_method_longer_and_count_its_own_iterations(tmp_path: Path):
+    bench = _bench()
+    alone = _run(bench, tmp_path / "alone", "gigpo", iterations=3)
+    both = bench.main(
+        [
+            "--env-kwargs", '{"level": "small"}', "--methods", "grpo,gigpo", "--seeds", "2",
+            "--iterations", "2", "--groups", "2", "--group-size", "4", "--tasks", "2",
+            "--eval-every", "1", "--eval-episodes", "2", "--fidelity-every", "1",
+            "--dump-iterations", "none", "--workers", "1", "--out", str(tmp_path / "both"),
+            'method_iterations={"gigpo": 3}',
+        ]
+    )  # fmt: skip
+    runs = [json.loads(x) for x in (tmp_path / "both" / "runs.jsonl").read_text().splitlines()]
+    assert {(r["method"], r["iterations"]) for r in runs} == {("grpo", 2), ("gigpo", 3)}
+    for r in runs:  # evaluated after every iteration, up to the method's own last one
+        assert r["curve"]["eval_iter"] == list(range(r["iterations"] + 1))
+    g = both["methods"]["gigpo"]
+    assert g["iterations"] == 3 and both["methods"]["grpo"]["iterations"] == 2
+    assert g["success_final"] == alone["methods"]["gigpo"]["success_final"]
+    assert g["turns_per_iteration"] == alone["methods"]["gigpo"]["turns_per_iteration"]
+    assert both["config"]["equal_turns_budget"] == min(r["generated_turns"] for r in runs)
+    assert "(gigpo: 3)" in (tmp_path / "both" / "summary.md").read_text()
+    with pytest.raises(SystemExit):  # a method that is not benchmarked is a config error
+        bench.main(["--methods", "grpo", 'method_iterations={"gigpo": 3}', "--out", str(tmp_path)])
