@@ -199,7 +199,7 @@ def test_a_json_schema_constrains_the_reflection_report(engine, tokenizer, hf_mo
     )
     prompt = tokenizer(rendered, add_special_tokens=False)["input_ids"]
     sampling = SamplingConfig(
-        temperature=1.0, max_new_tokens=200, seed=0, json_schema=reflection_schema(3, 96)
+        temperature=1.0, max_new_tokens=320, seed=0, json_schema=reflection_schema(3, 96)
     )
     gens = engine.generate([prompt] * 4, sampling)
     finished = [g for g in gens if g.finish_reason == "stop"]
@@ -208,8 +208,6 @@ def test_a_json_schema_constrains_the_reflection_report(engine, tokenizer, hf_mo
         report, error = check_reflection(g.text, 3)
         assert error is None, (error, g.text)
         assert g.text.startswith('{"trajectory_summary":"')  # compact: no free whitespace
-    g = finished[0]
-    policy = hf_logprobs(hf_model, prompt, g.token_ids)
-    gap = torch.tensor(g.logprobs) - policy
-    assert float(gap.min()) > -1e-3  # renormalised over the allowed tokens: never lower
-    assert float(gap.max()) > 1.0  # a key the schema forces has log-prob 0, not the policy's
+    gaps = [torch.tensor(g.logprobs) - hf_logprobs(hf_model, prompt, g.token_ids) for g in gens]
+    assert min(float(x.min()) for x in gaps) > -1e-3  # renormalised over allowed tokens
+    assert max(float(x.max()) for x in gaps) > 1.0  # a forced key token: log-prob 0 here
