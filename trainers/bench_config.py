@@ -198,13 +198,10 @@ class BenchmarkConfig(_Section):
         holds each method's full options, ``dump_iterations`` only those the run reaches."""
         options = {m: self.options_for(m) for m in self.methods if self.options_for(m)}
         extra = {m: o for m, o in self.method_options.items() if m not in options}
+        longest = max(self.iterations_for(m) for m in self.methods)
         return self.model_copy(
             update={
                 "method_options": {**options, **extra},
-                "dump_iterations": [
-                    k
-                    for k in self.dump_iterations
-                    if k < max(self.iterations_for(m) for m in self.methods)
-                ],
+                "dump_iterations": [k for k in self.dump_iterations if k < longest],
             }
         )

@@ -709,6 +709,7 @@ def llm_reflect(
     if not schema:
         gens = backend.generate(prompts, sampling)
         return record_reflections(trajs, prompts, gens, stats, prefix=prefix)
+    # one call per trajectory length: the schema's step range depends on it
     by_len: dict[int, list[int]] = {}
     for i, t in enumerate(trajs):
         by_len.setdefault(len(t), []).append(i)
