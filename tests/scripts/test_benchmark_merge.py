@@ -85,5 +85,22 @@ def test_method_iterations_run_a_method_longer_and_count_its_own_iterations(tmp_
     assert g["turns_per_iteration"] == alone["methods"]["gigpo"]["turns_per_iteration"]
     assert both["config"]["equal_turns_budget"] == min(r["generated_turns"] for r in runs)
     assert "(gigpo: 3)" in (tmp_path / "both" / "summary.md").read_text()
+    # a method with its own iterations, benchmarked in a folder of its own, merges with the rest
+    _run(bench, tmp_path / "grpo", "grpo")
+    bench.main(
+        [
+            "--env-kwargs", '{"level": "small"}', "--methods", "gigpo", "--seeds", "2",
+            "--iterations", "2", "--groups", "2", "--group-size", "4", "--tasks", "2",
+            "--eval-every", "1", "--eval-episodes", "2", "--fidelity-every", "1",
+            "--dump-iterations", "none", "--workers", "1", "--out", str(tmp_path / "g3"),
+            'method_iterations={"gigpo": 3}',
+        ]
+    )  # fmt: skip
+    merged = bench.merge([str(tmp_path / "grpo"), str(tmp_path / "g3")], tmp_path / "m")
+    for m in ("grpo", "gigpo"):
+        row = {k: v for k, v in merged["methods"][m].items() if k != "credit_ms_per_1k_steps"}
+        assert row == {k: v for k, v in both["methods"][m].items() if k != "credit_ms_per_1k_steps"}
+    assert merged["config"]["method_iterations"] == {"gigpo": 3}
+    assert merged["config"]["equal_turns_budget"] == both["config"]["equal_turns_budget"]
     with pytest.raises(SystemExit):  # a method that is not benchmarked is a config error
         bench.main(["--methods", "grpo", 'method_iterations={"gigpo": 3}', "--out", str(tmp_path)])
