@@ -592,6 +592,11 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
                 common, mean - half, mean + half, alpha=0.2, color=line.get_color()
             )
     cfg = summary["config"]
+    if cfg.get("equal_turns_budget"):  # where 'success @ turns' is read
+        axes[0].axvline(cfg["equal_turns_budget"], color="0.4", ls="--", lw=1, label="equal budget")
+    axes[0].xaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0")
+    )
     axes[0].set(
         xlabel="generated turns (training rollouts)",
         ylabel="eval success",
