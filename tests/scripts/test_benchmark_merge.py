@@ -20,15 +20,17 @@ def _bench():
     return module
 
 
+def _args(out: Path, methods: str, iterations: int = 2, *extra: str) -> list[str]:
+    return [
+        "--env-kwargs", '{"level": "small"}', "--methods", methods, "--seeds", "2",
+        "--iterations", str(iterations), "--groups", "2", "--group-size", "4", "--tasks", "2",
+        "--eval-every", "1", "--eval-episodes", "2", "--fidelity-every", "1",
+        "--dump-iterations", "none", "--workers", "1", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
 def _run(bench, out: Path, method: str, iterations: int = 2) -> dict:
-    return bench.main(
-        [
-            "--env-kwargs", '{"level": "small"}', "--methods", method, "--seeds", "2",
-            "--iterations", str(iterations), "--groups", "2", "--group-size", "4", "--tasks", "2",
-            "--eval-every", "1", "--eval-episodes", "2", "--fidelity-every", "1",
-            "--dump-iterations", "none", "--workers", "1", "--out", str(out),
-        ]
-    )  # fmt: skip
+    return bench.main(_args(out, method, iterations))
 
 
 @pytest.mark.slow
@@ -66,15 +68,7 @@ def test_merge_equals_one_run_of_both_methods(tmp_path: Path) -> None:
 def test_method_iterations_run_a_method_longer_and_count_its_own_iterations(tmp_path: Path):
     bench = _bench()
     alone = _run(bench, tmp_path / "alone", "gigpo", iterations=3)
-    both = bench.main(
-        [
-            "--env-kwargs", '{"level": "small"}', "--methods", "grpo,gigpo", "--seeds", "2",
-            "--iterations", "2", "--groups", "2", "--group-size", "4", "--tasks", "2",
-            "--eval-every", "1", "--eval-episodes", "2", "--fidelity-every", "1",
-            "--dump-iterations", "none", "--workers", "1", "--out", str(tmp_path / "both"),
-            'method_iterations={"gigpo": 3}',
-        ]
-    )  # fmt: skip
+    both = bench.main(_args(tmp_path / "both", "grpo,gigpo", 2, 'method_iterations={"gigpo": 3}'))
     runs = [json.loads(x) for x in (tmp_path / "both" / "runs.jsonl").read_text().splitlines()]
     assert {(r["method"], r["iterations"]) for r in runs} == {("grpo", 2), ("gigpo", 3)}
     for r in runs:  # evaluated after every iteration, up to the method's own last one
@@ -87,15 +81,7 @@ def test_method_iterations_run_a_method_longer_and_count_its_own_iterations(tmp_
     assert "(gigpo: 3)" in (tmp_path / "both" / "summary.md").read_text()
     # a method with its own iterations, benchmarked in a folder of its own, merges with the rest
     _run(bench, tmp_path / "grpo", "grpo")
-    bench.main(
-        [
-            "--env-kwargs", '{"level": "small"}', "--methods", "gigpo", "--seeds", "2",
-            "--iterations", "2", "--groups", "2", "--group-size", "4", "--tasks", "2",
-            "--eval-every", "1", "--eval-episodes", "2", "--fidelity-every", "1",
-            "--dump-iterations", "none", "--workers", "1", "--out", str(tmp_path / "g3"),
-            'method_iterations={"gigpo": 3}',
-        ]
-    )  # fmt: skip
+    bench.main(_args(tmp_path / "g3", "gigpo", 2, 'method_iterations={"gigpo": 3}'))
     merged = bench.merge([str(tmp_path / "grpo"), str(tmp_path / "g3")], tmp_path / "m")
     for m in ("grpo", "gigpo"):
         row = {k: v for k, v in merged["methods"][m].items() if k != "credit_ms_per_1k_steps"}
