@@ -702,9 +702,9 @@ def prepare(cfg: BenchmarkConfig) -> tuple[BenchmarkConfig, dict | None]:
 
 
 #: Settings that may differ between benchmark folders that `merge` combines.
-MERGE_FREE = {"methods", "method_options", "method_iterations", "dump_dir", "dump_iterations", "panel_hash",
-              "prior_beta_used", "prior_success_exact", "reference_used", "equal_turns_budget",
-              "reliability_median", "prior_calibration"}  # fmt: skip
+MERGE_FREE = {"methods", "method_options", "method_iterations", "dump_dir", "dump_iterations",
+              "panel_hash", "prior_beta_used", "prior_success_exact", "reference_used",
+              "equal_turns_budget", "reliability_median", "prior_calibration"}  # fmt: skip
 
 
 def write_outputs(out: Path, summary: dict, runs: list[dict]) -> None:
@@ -724,7 +724,8 @@ def write_outputs(out: Path, summary: dict, runs: list[dict]) -> None:
 def merge(folders: list[str], out: Path) -> dict:
     """One summary over the runs of several benchmark folders made with the same settings (the
     same env, seeds, iterations, start policy and reference; only the methods differ, with their
-    options and own iteration counts), e.g. a method added later. Refuses folders whose settings differ, or that repeat a method."""
+    options and own iteration counts), e.g. a method added later. Refuses folders whose settings
+    differ, or that repeat a method."""
 
     configs, runs = [], []
     for folder in folders:
@@ -745,8 +746,12 @@ def merge(folders: list[str], out: Path) -> dict:
     keep = {k: v for k, v in configs[0].items() if k in BenchmarkConfig.model_fields}
     options = {k: v for c in configs for k, v in c["method_options"].items()}
     own = {k: v for c in configs for k, v in c.get("method_iterations", {}).items()}
-    keep |= {"methods": methods, "method_options": options, "method_iterations": own}
-    keep["out"] = str(out)
+    keep |= {
+        "methods": methods,
+        "method_options": options,
+        "method_iterations": own,
+        "out": str(out),
+    }
     cfg = BenchmarkConfig(**keep)
     summary = summarise(cfg, runs)
     summary["merged_from"] = folders
